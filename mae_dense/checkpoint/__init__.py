@@ -1,0 +1,22 @@
+"""Checkpoint loading (one policy, one loader) and layout conversion; plain PyTorch."""
+
+from .convert import convert_file, convert_state_dict
+from .layouts import Layout, detect, split_backbone, unwrap
+from .load import LoadReport, load_backbone, read_state_dict
+from .safe_load import CheckpointError, is_url, load_file, resolve_url
+
+__all__ = [
+    'CheckpointError',
+    'Layout',
+    'LoadReport',
+    'convert_file',
+    'convert_state_dict',
+    'detect',
+    'is_url',
+    'load_backbone',
+    'load_file',
+    'read_state_dict',
+    'resolve_url',
+    'split_backbone',
+    'unwrap',
+]

@@ -1,0 +1,210 @@
+"""Checkpoint layouts: recognise a state dict by its keys and map it to the project's (timm) names.
+
+The project's ViT uses the timm/official MAE names (``blocks.i.norm1``, ``mlp.fc1``, ``patch_embed.proj``,
+final ``norm``). Every other layout is one invertible rename table away:
+
+=================  ==========================================================================
+layout             recognised by
+=================  ==========================================================================
+``mae``            ``blocks.i.*`` + ``cls_token`` (official MAE release, timm ViT); with
+                   ``decoder_embed.*``/``mask_token`` it is a full MAE training checkpoint
+``beit``           ``blocks.i.*`` with ``gamma_1``, ``q_bias``/``v_bias`` or BEiT tables
+``mm``             ``layers.i.ln1`` (mmseg 0.x/1.x MAE/BEiT, mmpretrain/mmselfsup, beit2mmseg);
+                   the mmpretrain MAE decoder lives under ``neck.*``
+``vitdet``         ``blocks.i.attn.rel_pos_h`` (mmdet ViTDet; detectron2 under ``backbone.net.``)
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+# Canonical (timm) fragment <-> OpenMMLab (mmseg/mmpretrain) fragment, within a block and at top level.
+_MM_BLOCK = (
+    ('norm1', 'ln1'),
+    ('norm2', 'ln2'),
+    ('mlp.fc1', 'ffn.layers.0.0'),
+    ('mlp.fc2', 'ffn.layers.1'),
+)
+_MM_TOP = (
+    ('patch_embed.proj', 'patch_embed.projection'),
+    ('norm', 'ln1'),  # final norm: mmpretrain/mmseg call it ln1 at backbone level
+)
+
+# Keys that never belong to a backbone state dict: buffers recomputed at run time.
+_BUFFERS = re.compile(r'(^|\.)(relative_position_index|relative_coords_table)$')
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A recognised layout.
+
+    Attributes:
+        name: ``mae``, ``beit``, ``mm`` or ``vitdet``.
+        prefix: the backbone's prefix inside the file (``''``, ``backbone.``, ``backbone.net.``).
+        source: a human description (for the summary line).
+    """
+
+    name: str
+    prefix: str
+    source: str
+
+
+def unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint: ``state_dict``/``model``/``module`` wrappers, ``module.`` prefix."""
+    from .safe_load import CheckpointError
+
+    sd = obj
+    for _ in range(3):
+        if isinstance(sd, Mapping):
+            for wrapper in ('state_dict', 'model', 'module'):
+                if wrapper in sd and isinstance(sd[wrapper], Mapping):
+                    sd = sd[wrapper]
+                    break
+            else:
+                break
+    if not isinstance(sd, Mapping) or not sd:
+        raise CheckpointError(
+            f"{where}: no state dict found (expected a dict of tensors, or one under 'state_dict'/'model')"
+        )
+    out = {}
+    for k, v in sd.items():
+        if hasattr(v, '__array__') and not isinstance(v, torch.Tensor):
+            v = torch.as_tensor(v)  # detectron2 .pkl files hold numpy arrays
+        out[k[7:] if k.startswith('module.') else k] = v
+    return out
+
+
+def detect(sd: Mapping[str, torch.Tensor], where: str) -> Layout:
+    """Recognise the layout of a state dict by its keys."""
+    from .safe_load import CheckpointError
+
+    keys = list(sd)
+
+    def has(pattern: str) -> str | None:
+        rx = re.compile(pattern)
+        return next((k for k in keys if rx.search(k)), None)
+
+    if has(r'^backbone\.net\.blocks\.0\.'):
+        return Layout('vitdet', 'backbone.net.', 'detectron2 ViTDet')
+    for prefix in ('backbone.', ''):
+        p = re.escape(prefix)
+        if has(rf'^{p}layers\.0\.ln1\.'):
+            if prefix and has(r'^neck\.(decoder_embed|mask_token)'):
+                src = 'mmpretrain/mmselfsup MAE (encoder + decoder)'
+            elif prefix and has(r'^decode_head\.'):
+                src = 'mmseg segmentor'
+            elif prefix:
+                src = 'mmpretrain/mmseg backbone'
+            else:
+                src = 'mmseg backbone (beit2mmseg)'
+            return Layout('mm', prefix, src)
+        if has(rf'^{p}blocks\.0\.attn\.rel_pos_h$'):
+            return Layout(
+                'vitdet', prefix, 'ViTDet (mmdet/mae-dense detector)' if prefix else 'ViTDet backbone'
+            )
+        if has(rf'^{p}blocks\.0\.(gamma_1|attn\.q_bias)$') or has(
+            rf'^{p}(blocks\.0\.attn\.|rel_pos_bias\.)relative_position_bias_table$'
+        ):
+            return Layout('beit', prefix, 'BEiT/mae-dense seg backbone' if prefix else 'BEiT / timm BEiT')
+        if has(rf'^{p}blocks\.0\.norm1\.'):
+            if has(r'^decoder_embed\.') and not prefix:
+                src = 'official MAE training checkpoint (encoder + decoder)'
+            elif has(rf'^{p}blocks\.0\.ls1\.gamma$'):
+                src = 'timm ViT (layer scale)'
+            else:
+                src = 'official MAE / timm ViT'
+            return Layout('mae', prefix, src)
+    sample = ', '.join(keys[:6])
+    raise CheckpointError(
+        f'{where}: unrecognised checkpoint layout (first keys: {sample}); expected official '
+        'MAE/timm (blocks.i.norm1), mmseg/mmpretrain (layers.i.ln1), BEiT or ViTDet keys'
+    )
+
+
+def _swap(fragment_pairs, key: str, to_canonical: bool) -> str:
+    for canon, mm in fragment_pairs:
+        src, dst = (mm, canon) if to_canonical else (canon, mm)
+        if key == src or key.startswith(src + '.'):
+            return dst + key[len(src) :]
+    return key
+
+
+def mm_to_canonical(key: str) -> str:
+    """``layers.3.ffn.layers.0.0.weight`` -> ``blocks.3.mlp.fc1.weight``; ``ln1.weight`` -> ``norm.weight``."""
+    m = re.match(r'^layers\.(\d+)\.(.*)$', key)
+    if m:
+        return f'blocks.{m.group(1)}.{_swap(_MM_BLOCK, m.group(2), True)}'
+    return _swap(_MM_TOP, key, True)
+
+
+def canonical_to_mm(key: str) -> str:
+    """Inverse of :func:`mm_to_canonical`."""
+    m = re.match(r'^blocks\.(\d+)\.(.*)$', key)
+    if m:
+        return f'layers.{m.group(1)}.{_swap(_MM_BLOCK, m.group(2), False)}'
+    return _swap(_MM_TOP, key, False)
+
+
+def canonical_to_timm(key: str) -> str:
+    """The project's names are timm's, except layer scale (``gamma_1`` -> ``ls1.gamma``)."""
+    return re.sub(r'\.gamma_([12])$', r'.ls\1.gamma', key)
+
+
+def split_backbone(
+    sd: Mapping[str, torch.Tensor], layout: Layout
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]]:
+    """Split a state dict into backbone tensors under canonical names and the rest.
+
+    Returns:
+        (backbone, others, notes): ``others`` keeps the non-backbone keys as they are (decoder, heads,
+        necks); ``notes`` says what was merged or dropped on the way (BEiT q/v bias, duplicates, buffers).
+    """
+    backbone: dict[str, torch.Tensor] = {}
+    others: dict[str, torch.Tensor] = {}
+    notes: list[str] = []
+    for key, value in sd.items():
+        if not key.startswith(layout.prefix):
+            others[key] = value
+            continue
+        local = key[len(layout.prefix) :]
+        if _BUFFERS.search(local):
+            continue  # recomputed from the grid at run time
+        if layout.name == 'mm':
+            if layout.prefix == '' and local.startswith('patch_embed.proj.'):
+                if 'patch_embed.projection.' + local.split('.')[-1] in sd:
+                    continue  # beit2mmseg writes patch_embed twice (old and new name)
+            if layout.prefix == '' and not re.match(
+                r'^(layers\.|patch_embed\.|ln1\.|norm\.|cls_token|pos_embed)', local
+            ):
+                others[key] = value  # e.g. beit2mmseg keeps norm/fc_norm/head under timm names
+                continue
+            local = mm_to_canonical(local)
+        elif layout.name == 'mae' or layout.name == 'beit':
+            local = re.sub(r'\.ls([12])\.gamma$', r'.gamma_\1', local)  # timm layer scale
+        if layout.prefix == '' and not re.match(
+            r'^(blocks\.|patch_embed\.|norm\.|cls_token|pos_embed|rel_pos_bias\.)', local
+        ):
+            others[key] = value  # decoder_*, mask_token, head, fc_norm: not the encoder
+            continue
+        backbone[local] = value
+
+    # BEiT: q_bias/v_bias -> one qkv bias with a zero k bias (what BEiT computes).
+    for name in [k for k in backbone if k.endswith('.attn.q_bias')]:
+        base = name[: -len('q_bias')]
+        q, v = backbone.pop(name), backbone.pop(base + 'v_bias')
+        backbone[base + 'qkv.bias'] = torch.cat([q, torch.zeros_like(q), v])
+        if 'q/v bias merged into qkv.bias' not in notes:
+            notes.append('q/v bias merged into qkv.bias')
+    # BEiT shared table -> one copy per block.
+    shared = backbone.pop('rel_pos_bias.relative_position_bias_table', None)
+    if shared is not None:
+        depth = 1 + max(int(k.split('.')[1]) for k in backbone if k.startswith('blocks.'))
+        for i in range(depth):
+            backbone[f'blocks.{i}.attn.relative_position_bias_table'] = shared.clone()
+        notes.append('shared relative table copied into every block')
+    return backbone, others, notes

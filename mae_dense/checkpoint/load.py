@@ -1,0 +1,208 @@
+"""The one loader: any known checkpoint layout onto the project's ViT, strictly, with a one-line report."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..layers import resize_abs_pos_embed, resize_beit_rel_pos_table, resize_decomposed_rel_pos
+from .layouts import Layout, detect, split_backbone, unwrap
+from .safe_load import CheckpointError, load_file
+
+logger = logging.getLogger('mae_dense')
+
+_TABLE_BEIT = 'attn.relative_position_bias_table'
+_TABLE_DECOMP = ('attn.rel_pos_h', 'attn.rel_pos_w')
+# Kinds of backbone tensors a layout may legitimately lack (they are freshly initialised in the target).
+_OPTIONAL = {
+    'mae': (
+        'blocks.*.attn.relative_position_bias_table',
+        'blocks.*.attn.rel_pos_h',
+        'blocks.*.attn.rel_pos_w',
+        'blocks.*.gamma_1',
+        'blocks.*.gamma_2',
+    ),
+    'beit': (
+        'blocks.*.attn.rel_pos_h',
+        'blocks.*.attn.rel_pos_w',
+        'blocks.*.gamma_1',
+        'blocks.*.gamma_2',
+        'blocks.*.attn.relative_position_bias_table',
+        'norm.weight',
+        'norm.bias',
+    ),
+    'mm': (
+        'blocks.*.attn.relative_position_bias_table',
+        'blocks.*.attn.rel_pos_h',
+        'blocks.*.attn.rel_pos_w',
+        'blocks.*.gamma_1',
+        'blocks.*.gamma_2',
+        'norm.weight',
+        'norm.bias',
+    ),
+    'vitdet': (
+        'blocks.*.attn.relative_position_bias_table',
+        'blocks.*.gamma_1',
+        'blocks.*.gamma_2',
+        'blocks.*.attn.rel_pos_h',
+        'blocks.*.attn.rel_pos_w',
+        'cls_token',
+        'norm.weight',
+        'norm.bias',
+    ),
+}
+
+
+def kind(key: str) -> str:
+    """``blocks.3.attn.qkv.weight`` -> ``blocks.*.attn.qkv.weight``."""
+    return re.sub(r'^blocks\.\d+\.', 'blocks.*.', key)
+
+
+def _group(keys) -> str:
+    """Compact listing: ``blocks.*.gamma_1 (12), norm.weight``."""
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[kind(k)] = counts.get(kind(k), 0) + 1
+    return ', '.join(f'{k} ({n})' if n > 1 else k for k, n in sorted(counts.items())) or 'nothing'
+
+
+def _group_others(keys) -> str:
+    counts: dict[str, int] = {}
+    for k in keys:
+        head = k.split('.')[0]
+        counts[head] = counts.get(head, 0) + 1
+    return ', '.join(f'{k} ({n})' if n > 1 else k for k, n in sorted(counts.items())) or 'nothing'
+
+
+@dataclass
+class LoadReport:
+    """What a load did; ``str(report)`` is the one summary line."""
+
+    source: str
+    layout: Layout
+    loaded: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    dropped_other: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        dropped = ', '.join(
+            x
+            for x in (
+                _group(self.dropped) if self.dropped else '',
+                _group_others(self.dropped_other) if self.dropped_other else '',
+            )
+            if x
+        )
+        notes = f'; {"; ".join(self.notes)}' if self.notes else ''
+        return (
+            f'{self.source}: {self.layout.source} layout, loaded {len(self.loaded)} tensors; '
+            f'freshly initialised: {_group(self.fresh)}; dropped: {dropped or "nothing"}{notes}'
+        )
+
+
+def _square_side(n: int) -> int | None:
+    side = int(round(math.sqrt(n)))
+    return side if side * side == n else None
+
+
+def _adapt(
+    name: str, value: torch.Tensor, target: torch.Tensor, model: nn.Module, where: str
+) -> torch.Tensor:
+    """Resize position tables so that they fit the target; other tensors pass unchanged."""
+    if value.shape == target.shape:
+        return value
+    if name == 'pos_embed' and value.ndim == 3 and value.shape[-1] == target.shape[-1]:
+        n_src = value.shape[1]
+        src_prefix = 0 if _square_side(n_src) else 1
+        side = _square_side(n_src - src_prefix)
+        if side is None:
+            raise CheckpointError(f'{where}: pos_embed has {n_src} rows, not a square grid (+cls)')
+        if src_prefix == 0:  # a file without the cls row: the target's cls row stays as initialised
+            value = torch.cat([target[:, :1].to(value.dtype), value], dim=1)
+        grid = getattr(model, 'pos_grid', None) or (_square_side(target.shape[1] - 1),) * 2
+        return resize_abs_pos_embed(value, tuple(grid), (side, side), num_prefix=1)
+    if name.endswith(_TABLE_BEIT) and value.ndim == 2 and value.shape[1] == target.shape[1]:
+        src_side, dst_side = _square_side(value.shape[0] - 3), _square_side(target.shape[0] - 3)
+        if src_side is None or dst_side is None:
+            raise CheckpointError(f'{where}: {name} has {value.shape[0]} rows, not (2W-1)^2+3')
+        src_w, dst_w = (src_side + 1) // 2, (dst_side + 1) // 2
+        return resize_beit_rel_pos_table(value, (src_w, src_w), (dst_w, dst_w))
+    if name.endswith(_TABLE_DECOMP) and value.ndim == 2 and value.shape[1] == target.shape[1]:
+        return resize_decomposed_rel_pos(value, target.shape[0])
+    raise CheckpointError(
+        f'{where}: {name} has shape {tuple(value.shape)} in the file but '
+        f'{tuple(target.shape)} in the model (wrong architecture size?)'
+    )
+
+
+def read_state_dict(src: str | os.PathLike | Mapping) -> tuple[dict[str, torch.Tensor], str]:
+    """A state dict from a path/URL (through the loading policy) or an in-memory checkpoint."""
+    if isinstance(src, Mapping):
+        return unwrap(src, '<state dict>'), '<state dict>'
+    return unwrap(load_file(src), str(src)), str(src)
+
+
+def load_backbone(model: nn.Module, src: str | os.PathLike | Mapping, log: bool = True) -> LoadReport:
+    """Load any recognised checkpoint into the project's :class:`VisionTransformer`, strictly.
+
+    Missing and unexpected keys are compared with what the file's layout predicts for this model: tensors
+    the layout does not have (relative tables, layer scale) are freshly initialised; tensors the model
+    does not have (final norm, decoder, mask token, heads) are dropped. Anything else raises
+    :class:`CheckpointError` with the key list.
+    """
+    sd, where = read_state_dict(src)
+    layout = detect(sd, where)
+    backbone, others, notes = split_backbone(sd, layout)
+    target = model.state_dict()
+    target_kinds = {kind(k) for k in target}
+    optional = set(_OPTIONAL[layout.name])
+    report = LoadReport(where, layout, notes=notes, dropped_other=sorted(others))
+
+    to_load: dict[str, torch.Tensor] = {}
+    unexpected = []
+    for name, value in backbone.items():
+        if name in target:
+            to_load[name] = _adapt(name, value, target[name], model, where).to(target[name].dtype)
+        elif kind(name) in target_kinds:
+            unexpected.append(name)  # e.g. blocks.12.* into a 12-block model: a different architecture
+        else:
+            report.dropped.append(name)  # the target has no such tensor (final norm, cls for ViTDet, ...)
+    missing = [k for k in target if k not in to_load]
+    unpredicted = [k for k in missing if kind(k) not in optional]
+    if unexpected or unpredicted:
+        parts = []
+        if unpredicted:
+            parts.append(f'missing {_group(unpredicted)}')
+        if unexpected:
+            parts.append(f'unexpected {_group(unexpected)}')
+        raise CheckpointError(
+            f'{where}: does not fit the model as a {layout.source} checkpoint: ' + '; '.join(parts)
+        )
+    model.load_state_dict(to_load, strict=False)
+    report.loaded = sorted(to_load)
+    report.fresh = missing
+    if log:
+        _log_rank0(str(report))
+    return report
+
+
+def _log_rank0(msg: str) -> None:
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_rank()
+    ):
+        return
+    if not logger.handlers and not logging.getLogger().handlers:
+        print(msg, flush=True)
+    else:
+        logger.info(msg)

@@ -1,0 +1,76 @@
+"""The pre-norm transformer block, with optional layer scale and window attention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .attention import Attention
+from .drop_path import DropPath
+from .mlp import Mlp
+from .window import window_partition, window_unpartition
+
+
+class Block(nn.Module):
+    """x += drop_path(gamma_1 * attn(norm1(x))); x += drop_path(gamma_2 * mlp(norm2(x))).
+
+    Args:
+        dim: token width.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / dim.
+        qkv_bias: bias on q, k, v.
+        drop_path: stochastic-depth rate of this block.
+        init_values: layer-scale init (``gamma_1``/``gamma_2``); ``None`` for no layer scale.
+        norm_layer: normalisation class, called with ``dim``.
+        window_size: > 0 for ViTDet window attention (tokens must carry no cls token).
+        rel_pos, rel_pos_size, cls_token, attn_impl: passed to :class:`Attention`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+        init_values: float | None = None,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        window_size: int = 0,
+        rel_pos: str | None = None,
+        rel_pos_size: tuple[int, int] | None = None,
+        cls_token: bool = True,
+        attn_impl: str = 'sdpa',
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias, rel_pos, rel_pos_size, cls_token, attn_impl)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+        if init_values is not None:
+            self.gamma_1 = nn.Parameter(init_values * torch.ones(dim))
+            self.gamma_2 = nn.Parameter(init_values * torch.ones(dim))
+        else:
+            self.gamma_1 = self.gamma_2 = None
+
+    def _attend(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        if not self.window_size:
+            return self.attn(x, hw)
+        b, n, c = x.shape
+        windows, padded = window_partition(x.view(b, hw[0], hw[1], c), self.window_size)
+        windows = self.attn(windows, (self.window_size, self.window_size))
+        return window_unpartition(windows, self.window_size, padded, hw).view(b, n, c)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """x: (B, N, C); hw: the token grid (rows, cols) of the patch tokens."""
+        y = self._attend(self.norm1(x), hw)
+        if self.gamma_1 is not None:
+            y = self.gamma_1 * y
+        x = x + self.drop_path(y)
+        y = self.mlp(self.norm2(x))
+        if self.gamma_2 is not None:
+            y = self.gamma_2 * y
+        return x + self.drop_path(y)

@@ -1,0 +1,273 @@
+"""The project's one Vision Transformer, in three modes.
+
+* ``'mae'``: the MAE encoder (official MAE/timm): fixed 2-D sin-cos position embedding with a zero cls row,
+  cls token, final norm; it can take only the visible patches (``keep_idx``).
+* ``'seg'``: mmseg's MAE semantics: learned absolute position embedding including cls, a per-block BEiT
+  relative position bias table (zero-initialised), layer scale (``init_values``), stochastic depth,
+  NCHW maps at ``out_indices``, no final norm.
+* ``'det'``: ViTDet semantics: no cls token; the 224-checkpoint position embedding (cls row kept in the
+  parameter, dropped at run time) bicubic-resized to the grid; window attention except in the global
+  blocks; decomposed relative position; the last block's map.
+
+Parameter names are the timm/official MAE ones (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
+``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``) so that one loader serves all
+layouts. Every mode accepts any input size: position tables are resized or indexed at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from ..layers import Block, PatchEmbed, get_2d_sincos_pos_embed, resize_abs_pos_embed
+from ..optim.layer_decay import get_layer_id
+
+_MODES = ('mae', 'seg', 'det')
+
+
+class VisionTransformer(nn.Module):
+    """ViT backbone for MAE pretraining, UperNet segmentation and ViTDet detection.
+
+    Args:
+        mode: ``'mae'``, ``'seg'`` or ``'det'`` (sets the defaults of the options below).
+        img_size: training input size; fixes the seg-mode position grid and relative tables.
+        patch_size: patch side.
+        in_chans: image channels.
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the transformer.
+        drop_path_rate: stochastic depth, linearly increasing over blocks.
+        init_values: layer-scale init (seg: 1.0, the MAE value; ``None``: no layer scale).
+        pretrain_img_size: det mode: the size the position embedding was trained at (224).
+        window_size: det mode: window side in tokens (14).
+        global_blocks: det mode: blocks with global attention; the others use windows.
+        out_indices: seg/det: blocks whose outputs are returned as NCHW maps.
+        final_norm: apply ``norm`` to the returned tokens/maps (mae: yes; seg/det: no).
+        rel_pos: ``None``, ``'beit'`` or ``'decomposed'`` (defaults by mode).
+        attn_impl: ``'sdpa'`` or ``'eager'``.
+        grad_checkpointing: recompute blocks in backward to save memory.
+        pretrained: checkpoint (path or URL, any layout the loader knows) loaded by :meth:`init_weights`.
+        init_cfg: OpenMMLab spelling of the same: ``dict(type='Pretrained', checkpoint=...)``.
+    """
+
+    def __init__(
+        self,
+        mode: str = 'mae',
+        img_size: int | Sequence[int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        init_values: float | None = None,
+        pretrain_img_size: int = 224,
+        window_size: int = 14,
+        global_blocks: Sequence[int] | None = None,
+        out_indices: Sequence[int] | None = None,
+        final_norm: bool | None = None,
+        rel_pos: str | None | type(...) = ...,
+        attn_impl: str = 'sdpa',
+        grad_checkpointing: bool = False,
+        pretrained: str | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in _MODES:
+            raise ValueError(f'mode={mode!r}: expected one of {_MODES}')
+        img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.mode = mode
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.grad_checkpointing = grad_checkpointing
+        if init_cfg is not None:
+            if init_cfg.get('type') != 'Pretrained' or 'checkpoint' not in init_cfg or pretrained:
+                raise ValueError(
+                    f"init_cfg={init_cfg}: expected dict(type='Pretrained', checkpoint=PATH) "
+                    'and no pretrained argument'
+                )
+            pretrained = init_cfg['checkpoint']
+        self.pretrained = pretrained
+        self.use_cls_token = mode != 'det'
+        self.num_prefix = 1 if self.use_cls_token else 0
+        if rel_pos is ...:
+            rel_pos = {'mae': None, 'seg': 'beit', 'det': 'decomposed'}[mode]
+        self.final_norm = (mode == 'mae') if final_norm is None else final_norm
+        if out_indices is None:
+            out_indices = [depth - 1] if mode == 'det' else [3, 5, 7, 11] if depth == 12 else [depth - 1]
+        self.out_indices = tuple(i % depth for i in out_indices)
+
+        # Position grid stored in pos_embed: training grid (seg), pretraining grid (det, mae).
+        if mode == 'seg':
+            self.pos_grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
+        else:
+            size = pretrain_img_size if mode == 'det' else img_hw[0]
+            self.pos_grid = (size // patch_size, size // patch_size)
+        token_grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
+
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.use_cls_token else None
+        n_pos = 1 + self.pos_grid[0] * self.pos_grid[1]  # det keeps the checkpoint's cls row (ViTDet layout)
+        self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, embed_dim), requires_grad=mode != 'mae')
+
+        if mode == 'det':
+            # ViTDet: 4 evenly spaced global blocks (B: 2,5,8,11; L: 5,11,17,23).
+            default = [(k + 1) * depth // 4 - 1 for k in range(4)]
+            global_blocks = set(default if global_blocks is None else global_blocks)
+        else:
+            global_blocks = set(range(depth))
+        self.global_blocks = tuple(sorted(global_blocks))
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        blocks = []
+        for i in range(depth):
+            windowed = mode == 'det' and i not in global_blocks
+            blocks.append(
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    qkv_bias,
+                    drop_path=dpr[i],
+                    init_values=init_values,
+                    norm_layer=norm_layer,
+                    window_size=window_size if windowed else 0,
+                    rel_pos=rel_pos,
+                    rel_pos_size=(window_size, window_size) if windowed else token_grid,
+                    cls_token=self.use_cls_token,
+                    attn_impl=attn_impl,
+                )
+            )
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = norm_layer(embed_dim) if self.final_norm else nn.Identity()
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ init
+    def init_weights(self) -> None:
+        """Random init, then ``pretrained`` through the project's loader (strict, reported)."""
+        self.reset_parameters()
+        if self.pretrained:
+            from ..checkpoint.load import load_backbone
+
+            load_backbone(self, self.pretrained)
+
+    def reset_parameters(self) -> None:
+        """MAE init: xavier-uniform Linear and flattened patch projection, N(0, .02) cls, LN (1, 0)."""
+        if self.mode == 'mae':
+            pe = get_2d_sincos_pos_embed(self.embed_dim, *self.pos_grid, cls_token=True)
+            self.pos_embed.data.copy_(pe.unsqueeze(0))
+        else:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        w = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # --------------------------------------------------------------- helpers
+    def no_weight_decay(self) -> set[str]:
+        """Names exempt from weight decay in the MAE recipe (norms and biases are exempt by shape)."""
+        names = {'pos_embed', 'cls_token'}
+        for name, _ in self.named_parameters():
+            if name.endswith(('relative_position_bias_table', 'rel_pos_h', 'rel_pos_w')):
+                names.add(name)
+        return names
+
+    def get_layer_id(self, name: str) -> int:
+        """Layer id for layer-wise LR decay: embeddings 0, ``blocks.i`` i+1, the rest depth+1."""
+        return get_layer_id(name, self.depth)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def abs_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+        """(1, num_prefix + h*w, C) position embedding for grid ``hw`` (bicubic-resized when needed)."""
+        pe = self.pos_embed
+        if not self.use_cls_token:
+            pe = pe[:, 1:]  # ViTDet: the checkpoint's cls row is not used
+        return resize_abs_pos_embed(pe, hw, self.pos_grid, num_prefix=self.num_prefix)
+
+    def embed(
+        self, x: torch.Tensor, keep_idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patches + position (+ cls). ``keep_idx`` (B, K) keeps only those patches (MAE visible set).
+
+        Returns:
+            tokens (B, num_prefix + N or K, C) and the patch grid (h, w).
+        """
+        x, hw = self.patch_embed(x)  # (B, N, C)
+        pe = self.abs_pos_embed(hw)
+        x = x + pe[:, self.num_prefix :]
+        if keep_idx is not None:
+            x = torch.gather(x, 1, keep_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, K, C)
+        if self.cls_token is not None:
+            cls = (self.cls_token + pe[:, :1]).expand(x.shape[0], -1, -1)
+            x = torch.cat([cls, x], dim=1)
+        return x, hw
+
+    def _run_block(self, blk: Block, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(blk, x, hw, use_reentrant=False)
+        return blk(x, hw)
+
+    def _to_map(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        x = x[:, self.num_prefix :]
+        return x.transpose(1, 2).reshape(x.shape[0], -1, hw[0], hw[1]).contiguous()  # (B, C, h, w)
+
+    # --------------------------------------------------------------- forward
+    def forward_features(self, x: torch.Tensor, keep_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """All tokens after the last block (and ``norm`` when ``final_norm``): (B, num_prefix + N, C).
+
+        With ``keep_idx`` the encoder sees only the kept patches (MAE: no mask tokens, 25% of the cost).
+        """
+        x, hw = self.embed(x, keep_idx)
+        if keep_idx is not None and any(b.attn.rel_pos for b in self.blocks):
+            raise ValueError(
+                'keep_idx (a visible-patch subset) needs rel_pos=None: relative tables index a full grid'
+            )
+        for blk in self.blocks:
+            x = self._run_block(blk, x, hw)
+        return self.norm(x)
+
+    def forward_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """NCHW maps (B, C, H/p, W/p) after each block of ``out_indices``."""
+        x, hw = self.embed(x)
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            x = self._run_block(blk, x, hw)
+            if i in self.out_indices:
+                outs.append(self._to_map(self.norm(x) if i == self.depth - 1 else x, hw))
+        return tuple(outs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """mae: tokens (B, 1+N, C); seg/det: tuple of NCHW maps at ``out_indices``."""
+        if self.mode == 'mae':
+            return self.forward_features(x)
+        return self.forward_intermediates(x)
+
+
+def vit_config(arch: str) -> dict:
+    """Width, depth and heads of the standard sizes (``'base'``, ``'large'``, ``'huge'``, ...)."""
+    archs = {
+        'tiny': dict(embed_dim=192, depth=12, num_heads=3),
+        'small': dict(embed_dim=384, depth=12, num_heads=6),
+        'base': dict(embed_dim=768, depth=12, num_heads=12),
+        'large': dict(embed_dim=1024, depth=24, num_heads=16),
+        'huge': dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14),
+    }
+    if arch not in archs:
+        raise ValueError(f'arch={arch!r}: expected one of {sorted(archs)}')
+    return dict(archs[arch])

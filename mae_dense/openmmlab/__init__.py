@@ -1,0 +1,20 @@
+"""The only place that imports mmengine/mmseg/mmdet: registers the project into their registries.
+
+``custom_imports=dict(imports=['mae_dense.openmmlab'], allow_failed_imports=False)`` in any config:
+
+* installs the project's checkpoint-loading policy into mmengine (``load_checkpoint``,
+  ``_load_checkpoint``, ``Runner.resume``/``load_from``);
+* makes ``AmpOptimWrapper`` and ``SyncBN`` fall back cleanly on a machine without CUDA;
+* registers the ViT backbone, the layer-decay optimizer constructor and the other modules into the
+  mmengine, mmseg and mmdet registries.
+"""
+
+from .fallbacks import install_cpu_fallbacks
+from .loading import install_loading_policy
+from .registry import register_all
+
+install_loading_policy()
+install_cpu_fallbacks()
+register_all()
+
+__all__ = ['install_cpu_fallbacks', 'install_loading_policy', 'register_all']

@@ -1,0 +1,105 @@
+"""Run the real configs on a machine without CUDA: AMP and SyncBN fall back with one warning line each.
+
+mmengine's ``AmpOptimWrapper`` refuses to start without an accelerator and ``nn.SyncBatchNorm`` needs
+CUDA tensors once a process group exists. On CPU, mixed precision becomes bf16 autocast (when the config
+asks for bf16) or fp32, and SyncBN becomes BatchNorm, so tests, the demo and smoke runs use the
+configs unchanged. On a CUDA machine both are exactly mmengine's/torch's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+import torch
+from mmengine.device import is_cuda_available, is_mlu_available, is_musa_available, is_npu_available
+from mmengine.logging import print_log
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.registry import MODELS, OPTIM_WRAPPERS
+from torch import nn
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, msg: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        print_log(msg, logger='current', level=30)  # WARNING
+
+
+def _has_accelerator() -> bool:
+    return is_cuda_available() or is_npu_available() or is_mlu_available() or is_musa_available()
+
+
+class AmpOptimWrapperWithCpuFallback(AmpOptimWrapper):
+    """mmengine's AmpOptimWrapper; without an accelerator: bf16 CPU autocast (dtype='bfloat16') or fp32."""
+
+    def __init__(self, loss_scale='dynamic', dtype=None, use_fsdp: bool = False, **kwargs) -> None:
+        self.cpu_fallback = not _has_accelerator()
+        if not self.cpu_fallback:
+            super().__init__(loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp, **kwargs)
+            return
+        OptimWrapper.__init__(self, **kwargs)
+        bf16 = str(dtype).replace('torch.', '') == 'bfloat16'
+        self.cast_dtype = torch.bfloat16 if bf16 else None
+        self.loss_scaler = None
+        _warn_once(
+            'amp',
+            'AmpOptimWrapper: no CUDA device, mixed precision falls back to '
+            + ('bf16 autocast on CPU' if bf16 else 'fp32 on CPU (fp16 autocast needs CUDA)'),
+        )
+
+    def backward(self, loss: torch.Tensor, **kwargs) -> None:
+        if self.cpu_fallback:
+            return OptimWrapper.backward(self, loss, **kwargs)
+        return super().backward(loss, **kwargs)
+
+    def step(self, **kwargs) -> None:
+        if self.cpu_fallback:
+            return OptimWrapper.step(self, **kwargs)
+        return super().step(**kwargs)
+
+    def state_dict(self) -> dict:
+        if self.cpu_fallback:
+            return OptimWrapper.state_dict(self)
+        return super().state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self.cpu_fallback:
+            state_dict = {k: v for k, v in state_dict.items() if k != 'loss_scaler'}
+            return OptimWrapper.load_state_dict(self, state_dict)
+        return super().load_state_dict(state_dict)
+
+    @contextlib.contextmanager
+    def optim_context(self, model: nn.Module) -> Iterator[None]:
+        if not self.cpu_fallback:
+            with super().optim_context(model):
+                yield
+            return
+        autocast = (
+            torch.autocast('cpu', dtype=torch.bfloat16) if self.cast_dtype else contextlib.nullcontext()
+        )
+        with OptimWrapper.optim_context(self, model), autocast:
+            yield
+
+
+class SyncBNWithCpuFallback(nn.SyncBatchNorm):
+    """``SyncBN``: torch's SyncBatchNorm with CUDA; BatchNorm2d (one warning line) without."""
+
+    _abbr_ = 'bn'
+
+    def __new__(cls, num_features: int, *args, process_group=None, **kwargs):
+        if torch.cuda.is_available():
+            return super().__new__(cls)
+        _warn_once('syncbn', 'SyncBN: no CUDA device, using BatchNorm2d (statistics are not synchronised)')
+        return nn.BatchNorm2d(num_features, *args, **kwargs)
+
+
+def install_cpu_fallbacks() -> None:
+    """Register the fallbacks under mmengine's names, so configs keep ``AmpOptimWrapper`` and ``SyncBN``."""
+    import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so ours replaces it and not vice versa)
+
+    OPTIM_WRAPPERS.register_module(name='AmpOptimWrapper', module=AmpOptimWrapperWithCpuFallback, force=True)
+    MODELS.register_module(name='SyncBN', module=SyncBNWithCpuFallback, force=True)
+    warnings.filterwarnings('ignore', message='.*torch.cuda.amp.*')
