@@ -7,7 +7,10 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.setup-done
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format demo clean-venv
+.PHONY: setup test lint format demo demo-data clean-venv
+DEMO_ADE := data/demo/ade/ADEChallengeData2016
+DEMO_CFG := configs/demo/upernet_vit-tiny_synthetic_ade20k.py
+DEMO_DIR := work_dirs/demo_ade20k
 
 setup: $(STAMP)
 
@@ -31,6 +34,17 @@ format: setup
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(DEMO_ADE)/.done: | setup
+	$(PY) tools/dataset_converters/make_synthetic_ade20k.py -o $(DEMO_ADE) --num-train 48 --num-val 8 --seed 0
+	@touch $@
+
+demo-data: $(DEMO_ADE)/.done
+
+# Fine-tune a tiny UperNet-ViT on synthetic ADE20K, then the seed's test command with ms+flip sliding windows.
+demo: setup demo-data
+	$(PY) tools/train.py $(DEMO_CFG) --work-dir $(DEMO_DIR)
+	sh tools/dist_test.sh $(DEMO_CFG) $(DEMO_DIR)/iter_300.pth 1 --aug-test --eval mIoU --work-dir $(DEMO_DIR)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,6 +9,7 @@
   mmengine, mmseg and mmdet registries.
 """
 
+from .datasets import register_datasets
 from .fallbacks import install_cpu_fallbacks
 from .loading import install_loading_policy
 from .registry import register_all
@@ -16,5 +17,6 @@ from .registry import register_all
 install_loading_policy()
 install_cpu_fallbacks()
 register_all()
+register_datasets()
 
-__all__ = ['install_cpu_fallbacks', 'install_loading_policy', 'register_all']
+__all__ = ['install_cpu_fallbacks', 'install_loading_policy', 'register_all', 'register_datasets']

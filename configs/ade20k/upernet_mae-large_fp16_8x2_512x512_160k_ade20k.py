@@ -1,0 +1,13 @@
+# UperNet + MAE ViT-L on ADE20K (paper: 53.6 mIoU). Same recipe as ViT-B but for the model size.
+_base_ = './upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py'
+
+num_layers = 24
+model = dict(
+    pretrained='https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth',
+    backbone=dict(embed_dim=1024, depth=num_layers, num_heads=16, out_indices=[7, 11, 15, 23]),
+    neck=dict(embed_dim=1024),
+    decode_head=dict(in_channels=[1024, 1024, 1024, 1024], channels=1024),
+    auxiliary_head=dict(in_channels=1024),
+)
+# Same decay rate as B (the recipe); the MAE paper tuned lr per entry and does not list L's rate.
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=num_layers, layer_decay_rate=0.65))

@@ -1,0 +1,95 @@
+"""Every ADE20K config builds its full-size model and runs one training step at reduced input size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_foundation import _seg_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / 'configs' / 'ade20k').glob('*.py'))
+
+
+def _load(path):
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(path))
+    cfg.model.pretrained = None  # no download here; loading is tested with real layouts elsewhere
+    return cfg
+
+
+def test_there_are_the_seed_configs():
+    names = {p.name for p in CONFIGS}
+    assert {
+        'upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py',
+        'upernet_mae-base_fp16_512x512_160k_ade20k_ms.py',
+        'upernet_mae-large_fp16_8x2_512x512_160k_ade20k.py',
+        'upernet_mae-large_fp16_512x512_160k_ade20k_ms.py',
+    } <= names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+def test_recipe_values(path):
+    cfg = _load(path)
+    large = 'large' in path.name
+    bb = cfg.model.backbone
+    assert (bb.type, bb.mode, bb.img_size, bb.patch_size, bb.drop_path_rate, bb.init_values) == (
+        'MAEDenseViT',
+        'seg',
+        512,
+        16,
+        0.1,
+        1.0,
+    )
+    assert bb.embed_dim == (1024 if large else 768) and bb.depth == (24 if large else 12)
+    assert cfg.model.neck.rescales == [4, 2, 1, 0.5]
+    assert cfg.model.decode_head.type == 'UPerHead' and cfg.model.decode_head.num_classes == 150
+    assert cfg.model.auxiliary_head.loss_decode.loss_weight == 0.4
+    ow = cfg.optim_wrapper
+    assert ow.type == 'AmpOptimWrapper' and ow.loss_scale == 'dynamic' and 'fp16' not in cfg
+    assert (ow.optimizer.lr, ow.optimizer.weight_decay, ow.paramwise_cfg.layer_decay_rate) == (
+        1e-4,
+        0.05,
+        0.65,
+    )
+    warm, poly = cfg.param_scheduler
+    assert (warm.end, poly.begin, poly.end, poly.power, poly.eta_min) == (1500, 1500, 160000, 1.0, 0.0)
+    assert cfg.train_cfg.max_iters == 160000 and cfg.train_dataloader.batch_size == 2  # x 8 GPUs = 16
+    tc = cfg.model.test_cfg
+    assert (tc.mode, tuple(tc.crop_size), tuple(tc.stride)) == ('slide', (512, 512), (341, 341))
+    if path.stem.endswith('_ms'):
+        assert tc.aug.ratios == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and tc.aug.min_size == 512 and tc.aug.flip
+        assert [t['type'] for t in cfg.test_dataloader.dataset.pipeline] == [
+            'LoadImageFromFile',
+            'LoadAnnotations',
+            'PackSegInputs',
+        ]
+    else:
+        assert 'aug' not in tc
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+def test_builds_and_runs_one_train_step(path):
+    if 'large' in path.name and '_ms' in path.name:
+        pytest.skip('same model as the ViT-L single-scale config')
+    from mmengine.optim import build_optim_wrapper
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    import mae_dense.openmmlab  # noqa: F401
+
+    register_all_modules(init_default_scope=False)
+    cfg = _load(path)
+    cfg.model.data_preprocessor.size = (64, 64)  # reduced input size: the ViT takes any size
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    before = model.backbone.blocks[0].attn.qkv.weight.detach().clone()
+    log = model.train_step(_seg_batch(n=2, size=64, classes=150), wrapper)
+    assert torch.isfinite(sum(v for k, v in log.items() if 'loss' in k))
+    assert not torch.equal(before, model.backbone.blocks[0].attn.qkv.weight)
+    # one AdamW step on a decayed layer: |update| <= lr * scale (+ wd term), so the layer decay is live
+    lr0 = wrapper.optimizer.param_groups[0]['lr']
+    assert lr0 < cfg.optim_wrapper.optimizer.lr

@@ -1,0 +1,136 @@
+"""Batched sliding windows and ms+flip against mmseg's own inference on the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY, randomize_
+
+import mae_dense.openmmlab  # noqa: F401
+from mae_dense.models.dense_inference import ms_resize_shape, window_boxes
+
+
+def build_segmentor(crop=32, stride=21, classes=5):
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    from mmengine.config import ConfigDict
+
+    model = MODELS.build(
+        ConfigDict(
+            type='MAEDenseEncoderDecoder',
+            backbone=dict(
+                type='MAEDenseViT',
+                mode='seg',
+                img_size=crop,
+                out_indices=[0, 1, 2, 3],
+                init_values=1.0,
+                **TINY,
+            ),
+            neck=dict(
+                type='Feature2Pyramid', embed_dim=64, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='BN')
+            ),
+            decode_head=dict(
+                type='UPerHead',
+                in_channels=[64] * 4,
+                in_index=[0, 1, 2, 3],
+                channels=32,
+                num_classes=classes,
+                norm_cfg=dict(type='BN'),
+            ),
+            test_cfg=dict(mode='slide', crop_size=(crop, crop), stride=(stride, stride), max_batch=5),
+        )
+    )
+    randomize_(model, seed=3)
+    for m in model.modules():  # sane BN statistics for eval
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.fill_(1.0)
+            m.running_mean.zero_()
+    model.eval()
+    return model
+
+
+def test_window_boxes_cover_like_mmseg():
+    boxes = window_boxes(40, 70, (32, 32), (21, 21))
+    assert boxes == [
+        (0, 32, 0, 32),
+        (0, 32, 21, 53),
+        (0, 32, 38, 70),
+        (8, 40, 0, 32),
+        (8, 40, 21, 53),
+        (8, 40, 38, 70),
+    ]
+
+
+@pytest.mark.parametrize('size', [(40, 70), (32, 32), (75, 45)])
+def test_batched_slide_equals_mmseg_slide_inference(size):
+    from mmseg.models.segmentors import EncoderDecoder
+
+    model = build_segmentor()
+    x = torch.randn(2, 3, *size)
+    metas = [dict(img_shape=size, ori_shape=size)] * 2
+    with torch.no_grad():
+        expect = EncoderDecoder.slide_inference(
+            model, x, [dict(m) for m in metas]
+        )  # mmseg, one crop at a time
+        got = model.slide_inference(x, metas)
+    torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-5)
+    assert torch.equal(got.argmax(1), expect.argmax(1))
+
+
+def test_images_smaller_than_the_crop_are_padded():
+    model = build_segmentor()
+    x = torch.randn(1, 3, 20, 27)
+    with torch.no_grad():
+        got = model.slide_inference(x, [dict(img_shape=(20, 27), ori_shape=(20, 27))])
+        padded = F.pad(x, (0, 32 - 27, 0, 32 - 20))
+        expect = model.encode_decode(padded, [dict(img_shape=(32, 32), ori_shape=(32, 32))])[:, :, :20, :27]
+    assert got.shape == (1, 5, 20, 27)
+    torch.testing.assert_close(got, expect)
+
+
+@pytest.mark.parametrize(
+    'h,w,ratio,expect',
+    [
+        (512, 683, 1.0, (512, 683)),  # ADE-like: short side 512 at ratio 1
+        (512, 683, 0.5, (512, 683)),  # min_size=512: never below 512
+        (512, 683, 1.5, (768, 1025)),  # 768 / 512 * 683 = 1024.5 -> int(x + .5)
+        (300, 200, 1.75, (1344, 896)),  # portrait: short side 896
+        (1000, 1000, 0.75, (512, 512)),
+    ],
+)
+def test_ms_resize_shape_min_size(h, w, ratio, expect):
+    assert ms_resize_shape(h, w, (2048, 512), ratio, 512) == expect
+
+
+def test_ms_resize_without_min_size_keeps_long_edge_cap():
+    assert ms_resize_shape(100, 1000, (2048, 512), 1.0, None) == (205, 2048)
+
+
+def test_ms_flip_equals_explicit_loop_over_scales_and_flips():
+    from mmengine.structures import PixelData  # noqa: F401
+    from mmseg.models.segmentors import EncoderDecoder
+    from mmseg.structures import SegDataSample
+
+    model = build_segmentor(crop=16, stride=11)  # every scale >= the crop: mmseg's loop needs no padding
+    aug = dict(scale=(64, 16), ratios=[0.5, 1.0, 1.5], min_size=16, flip=True)
+    model.test_cfg['aug'] = aug
+    x = torch.randn(1, 3, 24, 40)
+    sample = SegDataSample(metainfo=dict(img_shape=(24, 40), ori_shape=(24, 40)))
+    with torch.no_grad():
+        out = model.predict(x, [sample])[0]
+        probs = []
+        for r in aug['ratios']:
+            size = ms_resize_shape(24, 40, aug['scale'], r, aug['min_size'])
+            xr = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+            for flip in (False, True):
+                xi = xr.flip(3) if flip else xr
+                meta = [dict(img_shape=size, ori_shape=size)]
+                logit = EncoderDecoder.slide_inference(model, xi, meta)
+                logit = F.interpolate(logit, size=(24, 40), mode='bilinear', align_corners=False).softmax(1)
+                probs.append(logit.flip(3) if flip else logit)
+        expect = torch.stack(probs).mean(0)[0]
+    torch.testing.assert_close(out.seg_logits.data, expect, rtol=1e-4, atol=1e-5)
+    assert torch.equal(out.pred_sem_seg.data[0], expect.argmax(0))
