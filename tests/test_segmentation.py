@@ -134,3 +134,52 @@ def test_ms_flip_equals_explicit_loop_over_scales_and_flips():
         expect = torch.stack(probs).mean(0)[0]
     torch.testing.assert_close(out.seg_logits.data, expect, rtol=1e-4, atol=1e-5)
     assert torch.equal(out.pred_sem_seg.data[0], expect.argmax(0))
+
+
+@pytest.mark.parametrize('version', ['0.x', '1.x'])
+def test_released_mmseg_checkpoint_gives_mmseg_logits(tmp_path, version):
+    """A released mmseg UperNet-MAE file (random weights here) loads into our config; logits equal mmseg's."""
+    from test_checkpoint_layouts import _mmseg_segmentor
+
+    from mae_dense.checkpoint import load_model
+
+    ref = _mmseg_segmentor()  # mmseg's own EncoderDecoder + MAE backbone + Feature2Pyramid + UPerHead
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.fill_(1.0)
+            m.running_mean.zero_()
+    sd = ref.state_dict()
+    if version == '0.x':  # e.g. upernet_mae-base_fp16_8x2_512x512_160k_ade20k_20220426_174752-f92a2975.pth
+        ckpt = {
+            'meta': {
+                'CLASSES': tuple('abcde'),
+                'PALETTE': [[0, 0, 0]] * 5,
+                'mmseg_version': '0.24.0',
+                'config': '...',
+                'iter': 160000,
+            },
+            'state_dict': sd,
+            'optimizer': {},
+        }
+    else:
+        ckpt = {
+            'meta': {'dataset_meta': {'classes': tuple('abcde')}, 'mmseg_version': '1.2.2'},
+            'state_dict': sd,
+        }
+    torch.save(ckpt, tmp_path / 'released.pth')
+    ours = build_segmentor(crop=32)
+    report = load_model(ours, tmp_path / 'released.pth', log=False)
+    assert report.layout.source == 'mmseg segmentor'
+    ref.eval()
+    x = torch.randn(1, 3, 32, 32)
+    metas = [dict(img_shape=(32, 32), ori_shape=(32, 32))]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours.encode_decode(x, metas), ref.encode_decode(x, metas), rtol=1e-5, atol=1e-5
+        )
+    # a file of another model fails with the key list
+    bad = {k: v for k, v in sd.items() if not k.startswith('decode_head.conv_seg')}
+    from mae_dense.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r'missing decode_head \(2\)'):
+        load_model(build_segmentor(crop=32), {'state_dict': bad}, log=False)

@@ -2,7 +2,7 @@
 
 from .convert import convert_file, convert_state_dict
 from .layouts import Layout, detect, split_backbone, unwrap
-from .load import LoadReport, load_backbone, read_state_dict
+from .load import LoadReport, load_backbone, load_model, read_state_dict
 from .safe_load import CheckpointError, is_url, load_file, resolve_url
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     'is_url',
     'load_backbone',
     'load_file',
+    'load_model',
     'read_state_dict',
     'resolve_url',
     'split_backbone',

@@ -206,3 +206,49 @@ def _log_rank0(msg: str) -> None:
         print(msg, flush=True)
     else:
         logger.info(msg)
+
+
+def load_model(
+    model: nn.Module, src: str | os.PathLike | Mapping, backbone_attr: str = 'backbone', log: bool = True
+) -> LoadReport:
+    """Load a full model (segmentor/detector) checkpoint whose backbone may be in any known layout.
+
+    The backbone part is renamed to the project's names (e.g. a released mmseg 0.x/1.x UperNet-MAE file);
+    neck and heads must match by name. Loading is strict: every key of the model must be in the file and
+    every key of the file in the model (buffers recomputed at run time excepted), or it raises with the
+    key list.
+    """
+    sd, where = read_state_dict(src)
+    layout = detect(sd, where)
+    prefix = backbone_attr + '.'
+    if layout.prefix != prefix:
+        raise CheckpointError(
+            f'{where}: a {layout.source} checkpoint, not a full model with the backbone under '
+            f"'{prefix}'; pass it as the backbone's pretrained weights instead"
+        )
+    backbone, others, notes = split_backbone(sd, layout)
+    full = {prefix + k: v for k, v in backbone.items()} | others
+    target = model.state_dict()
+    missing = [k for k in target if k not in full]
+    unexpected = [k for k in full if k not in target]
+    if missing or unexpected:
+        parts = ([f'missing {_group_others(missing)} ({", ".join(missing[:4])}...)'] if missing else []) + (
+            [f'unexpected {_group_others(unexpected)} ({", ".join(unexpected[:4])}...)'] if unexpected else []
+        )
+        raise CheckpointError(
+            f'{where}: does not fit the model ({layout.source} layout): ' + '; '.join(parts)
+        )
+    for k, v in full.items():
+        if v.shape != target[k].shape:
+            raise CheckpointError(
+                f'{where}: {k} has shape {tuple(v.shape)} in the file but '
+                f'{tuple(target[k].shape)} in the model'
+            )
+    model.load_state_dict(full, strict=True)
+    report = LoadReport(where, layout, loaded=sorted(full), notes=notes)
+    if log:
+        _log_rank0(
+            f'{where}: full model ({layout.source} layout), loaded {len(full)} tensors strictly'
+            + (f'; {"; ".join(notes)}' if notes else '')
+        )
+    return report
