@@ -142,14 +142,18 @@ def main() -> None:
     slide_rows = report(title, rows, 'mmseg slide_inference', per=1)
 
     train_rows = {}
-    for name, cfg, model in (
-        ('mmseg MAE UperNet config', ref_cfg, ref),
-        ('mae-dense config', ours_cfg, ours),
-    ):
+    runs = [
+        ('mmseg MAE UperNet config', ref_cfg, ref, 'OptimWrapper'),
+        ('mmseg model + real AMP', ref_cfg, ref, 'AmpOptimWrapper'),
+        ('mae-dense config', ours_cfg, ours, None),
+    ]
+    for name, cfg, model, wrapper_type in runs:
         model.train()
         ow_cfg = copy.deepcopy(cfg.optim_wrapper)
-        if name.startswith('mmseg'):  # what mmseg's "amp" config really runs: fp32 (its fp16=dict is ignored)
-            ow_cfg.type = 'OptimWrapper'
+        if wrapper_type:  # mmseg's "amp" config really runs fp32: its fp16=dict(...) is read by nothing
+            ow_cfg.type = wrapper_type
+            if wrapper_type == 'AmpOptimWrapper':
+                ow_cfg.loss_scale = 'dynamic'
         wrapper = build_optim_wrapper(model, ow_cfg)
         data = batch(args.train_batch, args.crop, args.crop, device)
         train_rows[name] = measure(

@@ -61,9 +61,9 @@ def torch_facts() -> tuple[str, str | None, bool]:
 
 
 def want_cuda(torch_cuda: str | None, has_device: bool) -> bool:
-    """CUDA ops when FORCE_CUDA=1, or when a device and nvcc are both present."""
-    if os.environ.get('FORCE_CUDA', '0') == '1':
-        return True
+    """FORCE_CUDA=1/0 decides when set; otherwise CUDA ops when a device and nvcc are both present."""
+    if 'FORCE_CUDA' in os.environ:
+        return os.environ['FORCE_CUDA'] == '1'
     nvcc = (
         shutil.which('nvcc') or (Path(os.environ.get('CUDA_HOME', '/nonexistent')) / 'bin' / 'nvcc').exists()
     )
@@ -112,21 +112,16 @@ def patch_setup_py(setup_py: Path) -> None:
     log(f'patched {n} C++ standard flag(s) to -std=c++20 in setup.py')
 
 
-def build_wheel(out_dir: Path, cuda: bool) -> Path:
+def build_wheel(out_dir: Path, cuda: bool, source: str | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix='mmcv-build-') as tmp:
         tmp_path = Path(tmp)
-        log(f'downloading the mmcv {MMCV_VERSION} source archive')
-        pip(
-            'download',
-            '--no-deps',
-            '--no-build-isolation',
-            '--no-binary',
-            ':all:',
-            '-d',
-            str(tmp_path),
-            f'mmcv=={MMCV_VERSION}',
-        )
-        archive = next(tmp_path.glob('mmcv-*.tar.gz'))
+        if source:  # an offline machine: the archive was brought along
+            archive = Path(source)
+        else:
+            log(f'downloading the mmcv {MMCV_VERSION} source archive')
+            pip('download', '--no-deps', '--no-build-isolation', '--no-binary', ':all:', '-d', str(tmp_path),
+                f'mmcv=={MMCV_VERSION}')
+            archive = next(tmp_path.glob('mmcv-*.tar.gz'))
         with tarfile.open(archive) as tar:
             tar.extractall(tmp_path, filter='data')
         src = tmp_path / f'mmcv-{MMCV_VERSION}'
@@ -166,6 +161,7 @@ def build_wheel(out_dir: Path, cuda: bool) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--check', action='store_true', help='only run the ops smoke test')
+    parser.add_argument('--source', help='mmcv source archive to build from (offline machines)')
     parser.add_argument(
         '--cache-dir', default=os.environ.get('MAE_DENSE_CACHE', str(Path.home() / '.cache' / 'mae-dense'))
     )
@@ -191,7 +187,7 @@ def main() -> int:
     if wheels:
         log(f'using the cached wheel {wheels[-1]}')
     else:
-        wheels = [build_wheel(wheel_dir, cuda)]
+        wheels = [build_wheel(wheel_dir, cuda, args.source)]
         log(f'cached {wheels[-1]}')
     pip('install', '--no-deps', '--force-reinstall', '-q', str(wheels[-1]))
     if not smoke(cuda):
