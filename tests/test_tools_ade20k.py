@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def _run(args, cwd):
-    env = {'PATH': '/usr/bin:/bin', 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '2', 'MASTER_PORT': '29511'}
+    env = {'PATH': '/usr/bin:/bin', 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '2', 'PORT': str(free_port())}
     return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 

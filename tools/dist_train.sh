@@ -1,17 +1,6 @@
 #!/usr/bin/env sh
-# sh tools/dist_train.sh CONFIG GPUS [ARGS...]   (torchrun; NNODES, NODE_RANK, MASTER_ADDR, PORT for many nodes)
+# sh tools/dist_train.sh CONFIG GPUS [ARGS...]   (NNODES, NODE_RANK, MASTER_ADDR, PORT for many nodes)
 CONFIG=$1
 GPUS=$2
 shift 2
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "$PYTHON" ]; then
-  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
-fi
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "$@"
+exec sh "$(dirname "$0")/dist_launch.sh" train.py "$GPUS" "$CONFIG" "$@"
