@@ -1,0 +1,33 @@
+"""The ``mae-dense`` console script: ``mae-dense {pipeline,train,test,convert} ...``."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    'pipeline': ('mae_dense.cli.pipeline', 'pretrain -> ADE20K -> COCO -> report in one command'),
+    'train': ('mae_dense.cli.train', 'train a config (as tools/train.py)'),
+    'test': ('mae_dense.cli.test', 'test a checkpoint (as tools/test.py)'),
+    'convert': ('mae_dense.cli.convert', 'convert a checkpoint between layouts'),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(
+            'usage: mae-dense {'
+            + ','.join(COMMANDS)
+            + '} ...\n'
+            + '\n'.join(f'  {k:<9} {v[1]}' for k, v in COMMANDS.items()),
+            file=sys.stderr,
+        )
+        return 0 if argv and argv[0] in ('-h', '--help') else 2
+    import importlib
+
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The pipeline command: stages, resume, failure handling, the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mae_dense.cli.report import REFERENCES
+from mae_dense.data import generate_synthetic_ade20k
+
+ROOT = Path(__file__).resolve().parents[1]
+ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
+
+
+def _pipeline(path: Path, results: Path):
+    return subprocess.run(
+        [sys.executable, str(ROOT / 'tools/pipeline.py'), str(path), '--results-dir', str(results)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('pipeline')
+    root = generate_synthetic_ade20k(tmp / 'ADEChallengeData2016', num_train=4, num_val=2, seed=2)
+    data = {f'{k}_dataloader.dataset.data_root': str(root) for k in ('train', 'val', 'test')}
+    cfg = dict(
+        work_dir=str(tmp / 'work'),
+        seeds=[0],
+        ade20k=dict(
+            config=ADE,
+            cfg_options={
+                **data,
+                'train_cfg.max_iters': 2,
+                'train_cfg.val_interval': 2,
+                'default_hooks.checkpoint.interval': 2,
+            },
+        ),
+        coco=dict(config=str(tmp / 'missing_config.py')),  # fails: the ADE20K results must survive
+        report=dict(title='pipeline test'),
+    )
+    path = tmp / 'pipeline.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    first = _pipeline(path, tmp / 'results')
+    return tmp, path, first
+
+
+def test_failing_stage_stops_with_one_line_and_keeps_results(finished):
+    tmp, _, first = finished
+    assert first.returncode == 1
+    last = first.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: stage coco failed') and 'missing_config.py' in last
+    assert 'finished stages kept: ade20k' in last
+    record = json.loads((tmp / 'work' / 'ade20k' / 'stage.json').read_text())
+    assert record['status'] == 'done' and 'mIoU' in record['results']['single_scale']
+    assert 'mIoU' in record['results']['ms_flip']
+    recipe = record['recipe']
+    assert recipe['per_gpu_batch'] == 4 and recipe['effective_batch'] == 4 and recipe['iterations'] == 2
+    assert recipe['world_size'] == 1 and recipe['seed'] == 0 and len(recipe['config_hash']) == 16
+    assert {'torch', 'mmcv', 'mmsegmentation', 'mmdet'} <= set(recipe['versions'])
+
+
+def test_resume_skips_finished_stages_and_reports(finished):
+    tmp, path, _ = finished
+    cfg = yaml.safe_load(path.read_text())
+    del cfg['coco']
+    path.write_text(yaml.safe_dump(cfg))
+    stamp = (tmp / 'work' / 'ade20k' / 'stage.json').stat().st_mtime
+    second = _pipeline(path, tmp / 'results')
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert '[pipeline] ade20k: done, skipped' in second.stdout
+    assert (tmp / 'work' / 'ade20k' / 'stage.json').stat().st_mtime == stamp
+    md = (tmp / 'results' / 'leaderboard.md').read_text()
+    for bench, model, metric, value, source in REFERENCES:  # every reference row is in the report
+        assert f'| {bench} | {model} | {metric} | {value:.2f} | {source} |' in md
+    assert 'ViT 96-d (toy)' in md and 'mIoU ms+flip' in md
+    board = json.loads((tmp / 'results' / 'leaderboard.json').read_text())
+    assert len(board['references']) == len(REFERENCES) and board['runs'][0]['benchmark'] == 'ADE20K'
+    assert 'metrics_vs_iter.png' in board['plots'] and (tmp / 'results' / 'metrics_vs_iter.png').is_file()
+
+
+def test_bad_pipeline_config_one_line(tmp_path):
+    (tmp_path / 'p.yaml').write_text('ade20k: {}\n')
+    r = _pipeline(tmp_path / 'p.yaml', tmp_path / 'r')
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].endswith('ade20k needs a config')
