@@ -1,12 +1,15 @@
 """ViT Mask R-CNN (the COCO config) train step: SDPA against eager attention, same weights, same run.
 
     python benchmarks/bench_detection.py                       # CPU: ViT-B, 256 px, batch 1
+    python benchmarks/bench_detection.py --threads 1           # the same, steadier on a shared machine
     python benchmarks/bench_detection.py --device cuda --full  # ViT-B at 1024 px (the recipe), batch 1
     python benchmarks/bench_detection.py --device cuda --full --arch large --batch 4
 
 Prints seconds per training step (data preprocessor, forward, loss, backward and AdamW step through the
 config's AmpOptimWrapper: fp16 autocast + dynamic loss scale on CUDA, fp32 on CPU), images/s, the speed-up
 of SDPA over eager attention and (CUDA) peak memory; then the same for the backbone's forward+backward alone.
+On CUDA each model is measured alone on the GPU (its own peak); on CPU the two take turns every round, so
+that a changing load on a shared machine reaches both alike.
 detectron2 reports 0.314 s/img and 10.9 GB for ViT-B (0.603 s/img, 20.9 GB for ViT-L) on A100s.
 """
 
@@ -15,11 +18,15 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,7 +51,8 @@ def load_config(args: argparse.Namespace):
     return cfg
 
 
-def build(cfg, attn_impl: str, state: dict | None, device: torch.device):
+def build(cfg, attn_impl: str, state: dict | None = None) -> nn.Module:
+    """The config's detector (on CPU) with the given attention; ``state``: weights to share."""
     from mmdet.registry import MODELS
 
     cfg = copy.deepcopy(cfg)
@@ -54,7 +62,7 @@ def build(cfg, attn_impl: str, state: dict | None, device: torch.device):
         model.init_weights()
     else:
         model.load_state_dict(state)
-    return model.to(device).train()
+    return model.train()
 
 
 def batch(n: int, size: int, device: torch.device, num_objects: int = 8, seed: int = 0) -> dict:
@@ -85,6 +93,21 @@ def batch(n: int, size: int, device: torch.device, num_objects: int = 8, seed: i
     return dict(inputs=inputs, data_samples=samples)
 
 
+def interleaved(fns: dict[str, Callable[[], object]], warmup: int, iters: int) -> dict[str, dict]:
+    """CPU: median seconds per call, the implementations taking turns in every round, so that a load that
+    changes during the run (a shared machine) reaches all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: dict(seconds=statistics.median(t), peak_gib=None) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu')
@@ -94,10 +117,15 @@ def main() -> None:
     parser.add_argument('--depth', type=int, default=None, help='fewer blocks (default: the config)')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument(
+        '--threads', type=int, default=None, help='CPU threads (1: steadier on a busy machine)'
+    )
     parser.add_argument('--json')
     args = parser.parse_args()
     if args.full:
         args.size = 1024
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     from mmdet.utils import register_all_modules
@@ -111,37 +139,45 @@ def main() -> None:
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # not the layer-decay table, twice
     cfg = load_config(args)
     torch.manual_seed(0)
-    models = {'eager': build(cfg, 'eager', None, device)}
-    models['sdpa'] = build(cfg, 'sdpa', models['eager'].state_dict(), device)
+    models = {'eager attention': build(cfg, 'eager', None)}
+    models['sdpa attention'] = build(cfg, 'sdpa', models['eager attention'].state_dict())
     data = batch(args.batch, args.size, device)
-    bb = cfg.model.backbone
-    what = f'ViT-{args.arch[0].upper()} ({bb.get("depth")} blocks) Mask R-CNN, batch {args.batch} x {args.size}^2'
-
-    step_rows = {}
-    for impl, model in models.items():
-        wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
-        step_rows[f'{impl} attention'] = measure(
-            lambda m=model, w=wrapper: m.train_step(data, w), device, warmup=1, iters=args.iters
-        )
-    amp = 'fp16 AMP' if device.type == 'cuda' else 'fp32 (AMP falls back on CPU)'
-    title = f'train step: {what}, {amp}, {device_name(device)}'
-    step_rows = report(title, step_rows, 'eager attention', per=args.batch)
-
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     dtype = torch.float16 if device.type == 'cuda' else None
 
-    def backbone_step(model):
-        def run():
+    def backbone_step(model: nn.Module) -> Callable[[], None]:
+        def run() -> None:
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 out = model.backbone(x)
             out[-1].float().square().mean().backward()
 
         return run
 
-    bb_rows = {
-        f'{impl} attention': measure(backbone_step(m), device, warmup=1, iters=args.iters)
-        for impl, m in models.items()
-    }
+    def train_step(model: nn.Module) -> Callable[[], object]:
+        wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+        return lambda: model.train_step(data, wrapper)
+
+    if device.type == 'cuda':
+        # One model on the GPU at a time, so that each peak is its own (AdamW states included).
+        bb_rows, step_rows = {}, {}
+        for name in list(models):
+            model = models[name].to(device)
+            bb_rows[name] = measure(backbone_step(model), device, warmup=1, iters=args.iters)
+            model.zero_grad(set_to_none=True)
+            step_rows[name] = measure(train_step(model), device, warmup=1, iters=args.iters)
+            models[name] = model.cpu()
+            torch.cuda.empty_cache()
+    else:
+        bb_rows = interleaved({n: backbone_step(m) for n, m in models.items()}, 1, args.iters)
+        for m in models.values():
+            m.zero_grad(set_to_none=True)
+        step_rows = interleaved({n: train_step(m) for n, m in models.items()}, 1, args.iters)
+
+    bb = cfg.model.backbone
+    what = f'ViT-{args.arch[0].upper()} ({bb.get("depth")} blocks) Mask R-CNN, batch {args.batch} x {args.size}^2'
+    amp = 'fp16 AMP' if device.type == 'cuda' else 'fp32 (AMP falls back on CPU)'
+    title = f'train step: {what}, {amp}, {device_name(device)}'
+    step_rows = report(title, step_rows, 'eager attention', per=args.batch)
     title2 = (
         f'backbone forward+backward: {what}, {"fp16 autocast" if dtype else "fp32"}, {device_name(device)}'
     )

@@ -7,9 +7,12 @@ from .mae import (
     mae_vit_huge_patch14,
     mae_vit_large_patch16,
 )
+from .necks import LayerNorm2d, SimpleFPN
 from .vit import VisionTransformer, vit_config
 
 __all__ = [
+    'LayerNorm2d',
+    'SimpleFPN',
     'MaskedAutoencoder',
     'VisionTransformer',
     'build_mae',

@@ -37,6 +37,8 @@ __all__ = [
     'mae_vit_base_patch16',
     'mae_vit_large_patch16',
     'mae_vit_huge_patch14',
+    'MAE_ARCH_CONFIGS',
+    'mae_arch_config',
 ]
 
 # Top-level names of the official encoder (no prefix in the official files; ``backbone.`` here).
@@ -372,6 +374,14 @@ class MaskedAutoencoder(nn.Module):
         Raises:
             ValueError: (one line) naming missing, unexpected or wrongly shaped keys.
         """
+        self.load_state_dict(self.fit_state_dict(state_dict), strict=True)
+
+    def fit_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The state dict in this class's names, checked to fit exactly (see :meth:`load_official`).
+
+        Raises:
+            ValueError: (one line) naming missing, unexpected or wrongly shaped keys.
+        """
         from ..checkpoint import unwrap
 
         sd = self.to_own_layout(unwrap(state_dict, 'load_official'))
@@ -392,36 +402,52 @@ class MaskedAutoencoder(nn.Module):
             problems.append(f'shape mismatch (checkpoint vs model): {"; ".join(shapes)}')
         if problems:
             raise ValueError('MAE checkpoint does not fit the model: ' + ' | '.join(problems))
-        self.load_state_dict(sd, strict=True)
+        return sd
 
 
 # ---------------------------------------------------------------------------------------------- factories
+# Architecture of each size; the factories below and mmengine's ``MAEPretrainer(arch=...)`` read this table.
+MAE_ARCH_CONFIGS: dict[str, dict] = {
+    # ViT-B/16 encoder (768-d, 12 blocks, 12 heads), 512-d 8-block 16-head decoder.
+    'base': dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
+    # ViT-L/16 encoder (1024-d, 24 blocks, 16 heads), 512-d 8-block 16-head decoder.
+    'large': dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16),
+    # ViT-H/14 encoder (1280-d, 32 blocks, 16 heads), 512-d 8-block 16-head decoder.
+    'huge': dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16),
+    # Tests only: img 32, patch 8, 64-d 2 blocks 4 heads; decoder 32-d, 1 block, 4 heads.
+    'tiny-test': dict(
+        img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
+        decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4,
+    ),
+}  # fmt: skip
+_DECODER_DEFAULTS = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0)
+
+
+def mae_arch_config(arch: str) -> dict:
+    """Constructor arguments of :class:`MaskedAutoencoder` for ``arch`` (a copy)."""
+    if arch not in MAE_ARCH_CONFIGS:
+        raise ValueError(f"arch={arch!r}: expected one of 'base', 'large', 'huge'")
+    return {**_DECODER_DEFAULTS, **MAE_ARCH_CONFIGS[arch]}
+
+
 def mae_vit_base_patch16(**kwargs) -> MaskedAutoencoder:
     """ViT-B/16 encoder (768-d, 12 blocks, 12 heads), 512-d 8-block 16-head decoder."""
-    cfg = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
-    cfg.update(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0)
-    return MaskedAutoencoder(**{**cfg, **kwargs})
+    return MaskedAutoencoder(**{**mae_arch_config('base'), **kwargs})
 
 
 def mae_vit_large_patch16(**kwargs) -> MaskedAutoencoder:
     """ViT-L/16 encoder (1024-d, 24 blocks, 16 heads), 512-d 8-block 16-head decoder."""
-    cfg = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)
-    cfg.update(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0)
-    return MaskedAutoencoder(**{**cfg, **kwargs})
+    return MaskedAutoencoder(**{**mae_arch_config('large'), **kwargs})
 
 
 def mae_vit_huge_patch14(**kwargs) -> MaskedAutoencoder:
     """ViT-H/14 encoder (1280-d, 32 blocks, 16 heads), 512-d 8-block 16-head decoder."""
-    cfg = dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16)
-    cfg.update(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0)
-    return MaskedAutoencoder(**{**cfg, **kwargs})
+    return MaskedAutoencoder(**{**mae_arch_config('huge'), **kwargs})
 
 
 def _mae_tiny_test(**kwargs) -> MaskedAutoencoder:
     """Tests only: img 32, patch 8, 64-d 2 blocks 4 heads; decoder 32-d, 1 block, 4 heads."""
-    cfg = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
-    cfg.update(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4, mlp_ratio=4.0)
-    return MaskedAutoencoder(**{**cfg, **kwargs})
+    return MaskedAutoencoder(**{**mae_arch_config('tiny-test'), **kwargs})
 
 
 MAE_ARCHS: dict[str, Callable[..., MaskedAutoencoder]] = {

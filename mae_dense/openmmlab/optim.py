@@ -7,7 +7,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
-from ..optim.layer_decay import param_rule
+from ..optim.layer_decay import norm_param_names, param_rule
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module(force=True)
@@ -17,7 +17,8 @@ class ViTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     ``paramwise_cfg``:
         num_layers (int): transformer blocks L.
         layer_decay_rate (float): per-layer lr factor (0.65 seg B, 0.7/0.8 det B/L, 0.75 fine-tune).
-        wd_policy (str): ``'mae'`` (default) or ``'mmseg'`` (mmseg's exact groups, see the decay module).
+        wd_policy (str): ``'mae'`` (default), ``'mmseg'`` (mmseg's exact groups) or ``'vitdet'``
+            (detectron2 ViTDet's: norm layers, found by module type, and ``pos_embed``; see the decay module).
         backbone_prefix (str): where the ViT sits in the model (``'backbone.'``).
     """
 
@@ -31,11 +32,14 @@ class ViTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             )
         num_layers, rate = int(cfg['num_layers']), float(cfg['layer_decay_rate'])
         policy, prefix = cfg.get('wd_policy', 'mae'), cfg.get('backbone_prefix', 'backbone.')
+        norms = norm_param_names(module) if policy == 'vitdet' else set()
         groups: dict[tuple[int, float], dict] = {}
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
-            rule = param_rule(name, param.ndim, num_layers, rate, self.base_wd or 0.0, policy, prefix)
+            rule = param_rule(
+                name, param.ndim, num_layers, rate, self.base_wd or 0.0, policy, prefix, is_norm=name in norms
+            )
             group = groups.setdefault(
                 (rule.layer_id, rule.weight_decay),
                 dict(

@@ -4,12 +4,20 @@ Shared by segmentation, detection and fine-tuning (BEiT/MAE/ViTDet all use the s
 embeddings (``cls_token``, ``mask_token``, ``pos_embed``, ``patch_embed``) -> 0, ``blocks.i`` -> i+1,
 everything else (final norm, neck, heads) -> L+1; lr scale = rate ** (L + 1 - id).
 
-Two weight-decay policies:
+Three weight-decay policies:
 * ``'mae'`` (default, the official MAE fine-tuning recipe): no decay for 1-D parameters (norms, layer
   scale), biases, ``pos_embed``, ``cls_token``, ``mask_token`` and relative position tables.
 * ``'mmseg'``: mmseg 1.x's exact groups. Its exemption of ``pos_embed``/``cls_token`` compares unprefixed
   names against ``backbone.``-prefixed ones and never matches, so those and the (2-D) relative position
   tables ARE decayed; only 1-D parameters and biases are exempt. Use it to reproduce its published runs.
+* ``'vitdet'``: detectron2 ViTDet's groups (``get_default_optimizer_params(weight_decay_norm=0.0,
+  overrides={'pos_embed': {'weight_decay': 0.0}})``): no decay for the parameters of norm layers and for
+  any parameter named ``pos_embed``; biases and the decomposed relative position tables ARE decayed.
+  Norm membership is by module type, which a name cannot tell, so the caller passes ``is_norm``
+  (:func:`norm_param_names` derives it from a model). detectron2 counts torch's norm classes only
+  (:data:`NORM_TYPES`): its channel LayerNorm in the simple feature pyramid and the LN conv heads is a
+  plain ``nn.Module``, so those parameters are decayed too; in a ViTDet detector the exempt set is the
+  backbone blocks' ``norm1``/``norm2`` and ``pos_embed``, which is also what mmdet's ViTDet port exempts.
 """
 
 from __future__ import annotations
@@ -17,10 +25,25 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from torch import nn
+
 _EMBEDDINGS = ('cls_token', 'mask_token', 'pos_embed', 'patch_embed')
 _BLOCK = re.compile(r'^blocks\.(\d+)\.')
 _TABLES = ('relative_position_bias_table', 'rel_pos_h', 'rel_pos_w')
-POLICIES = ('mae', 'mmseg')
+POLICIES = ('mae', 'mmseg', 'vitdet')
+# detectron2's ``norm_module_types`` (solver/build.py): the torch classes whose parameters 'vitdet' exempts.
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
 
 
 class ParamRule(NamedTuple):
@@ -57,15 +80,35 @@ def param_rule(
     weight_decay: float,
     policy: str = 'mae',
     prefix: str = '',
+    is_norm: bool = False,
 ) -> ParamRule:
-    """(layer id, lr scale, weight decay) of one parameter; see the module docstring."""
+    """(layer id, lr scale, weight decay) of one parameter; see the module docstring.
+
+    Args:
+        is_norm: the parameter belongs to a norm layer (see :func:`norm_param_names`); read by
+            ``'vitdet'`` only (the other policies exempt norms by shape).
+    """
     if policy not in POLICIES:
         raise ValueError(f'weight-decay policy {policy!r}: expected one of {POLICIES}')
     layer_id = get_layer_id(name, num_layers, prefix)
     scale = decay_rate ** (num_layers + 1 - layer_id)
+    if policy == 'vitdet':
+        # detectron2 applies its override by the parameter's own name, wherever the module sits.
+        exempt = is_norm or name.rsplit('.', 1)[-1] == 'pos_embed'
+        return ParamRule(layer_id, scale, 0.0 if exempt else weight_decay)
     exempt = ndim == 1 or name.endswith('.bias')
     if policy == 'mae' and name.startswith(prefix):
         local = name[len(prefix) :]
         exempt = exempt or local.split('.')[0] in ('pos_embed', 'cls_token', 'mask_token')
         exempt = exempt or local.endswith(_TABLES)
     return ParamRule(layer_id, scale, 0.0 if exempt else weight_decay)
+
+
+def norm_param_names(model: nn.Module, norm_types: tuple[type[nn.Module], ...] = NORM_TYPES) -> set[str]:
+    """Names of the parameters owned directly by modules of ``norm_types`` (detectron2's rule)."""
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, norm_types):
+            for param_name, _ in module.named_parameters(recurse=False):
+                names.add(f'{module_name}.{param_name}' if module_name else param_name)
+    return names

@@ -1,0 +1,72 @@
+"""ViTDet-style Mask R-CNN pieces for mmdet 3.x: the simple feature pyramid, a channel LayerNorm, fp16 DDP.
+
+Importing this module (``custom_imports=dict(imports=['mae_dense.openmmlab',
+'mae_dense.openmmlab.detection'])``) registers:
+
+* ``MAEDenseSimpleFPN`` (mmdet ``MODELS``): :class:`mae_dense.models.necks.SimpleFPN`;
+* ``LN2d`` (mmdet and mmengine ``MODELS``): detectron2's channel LayerNorm, usable as
+  ``norm_cfg=dict(type='LN2d', eps=1e-6)`` in mmdet's conv heads (mmcv's ``build_norm_layer``);
+* ``Fp16CompressionHook`` (mmengine ``HOOKS``): DDP gradients all-reduced in fp16, as detectron2's
+  ``train.ddp.fp16_compression=True``;
+* and, through :mod:`mae_dense.openmmlab.coco`, ``CheckedCocoDataset`` (mmdet ``DATASETS``).
+"""
+
+from __future__ import annotations
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
+from mmengine.registry import MODELS as ENGINE_MODELS
+from torch.nn.parallel import DistributedDataParallel
+
+from ..models.necks import LayerNorm2d, SimpleFPN
+from . import coco  # noqa: F401  (registers CheckedCocoDataset, which the COCO configs use)
+
+__all__ = ['Fp16CompressionHook', 'register_detection']
+
+NECK_NAME = 'MAEDenseSimpleFPN'
+NORM_NAME = 'LN2d'
+
+
+@HOOKS.register_module(force=True)
+class Fp16CompressionHook(Hook):
+    """Compress DDP gradient all-reduce to fp16 (``default_hooks.fp16_compress_hook``) before training.
+
+    Registers the comm hook when the runner's model is wrapped in ``DistributedDataParallel`` and lives on
+    CUDA; otherwise (one process, CPU) it only logs one line saying so.
+
+    Args:
+        cuda_only: register only for a CUDA model (on CPU/gloo the compression saves nothing); ``False``
+            also registers it for a CPU DDP model.
+    """
+
+    def __init__(self, cuda_only: bool = True) -> None:
+        self.cuda_only = cuda_only
+        self.registered = False
+
+    def before_train(self, runner) -> None:
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        model = runner.model
+        on_cuda = any(p.is_cuda for p in model.parameters())
+        if isinstance(model, DistributedDataParallel) and (on_cuda or not self.cuda_only):
+            model.register_comm_hook(None, default_hooks.fp16_compress_hook)
+            self.registered = True
+            print_log('Fp16CompressionHook: DDP gradients are all-reduced in fp16', logger=runner.logger)
+        else:
+            where = 'DDP on CPU' if isinstance(model, DistributedDataParallel) else 'not wrapped in DDP'
+            print_log(
+                f'Fp16CompressionHook: model is {where}; gradient compression is off', logger=runner.logger
+            )
+
+
+def register_detection() -> None:
+    """Register the neck and the channel LayerNorm; idempotent."""
+    from mmdet.registry import MODELS as DET_MODELS
+
+    DET_MODELS.register_module(name=NECK_NAME, module=SimpleFPN, force=True)
+    for registry in (ENGINE_MODELS, DET_MODELS):
+        registry.register_module(name=NORM_NAME, module=LayerNorm2d, force=True)
+
+
+register_detection()
