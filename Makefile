@@ -9,8 +9,6 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test lint format demo demo-data clean-venv
 DEMO_ADE := data/demo/ade/ADEChallengeData2016
-DEMO_CFG := configs/demo/upernet_vit-tiny_synthetic_ade20k.py
-DEMO_DIR := work_dirs/demo_ade20k
 
 setup: $(STAMP)
 
@@ -35,16 +33,18 @@ format: setup
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-$(DEMO_ADE)/.done: | setup
+data/demo/.done: | setup
 	$(PY) tools/dataset_converters/make_synthetic_ade20k.py -o $(DEMO_ADE) --num-train 48 --num-val 8 --seed 0
+	$(PY) tools/dataset_converters/make_synthetic_coco.py -o data/demo/coco --num-train 24 --num-val 6 --seed 0
+	$(PY) -m mae_dense.data.image_folder data/demo/pretrain
 	@touch $@
 
-demo-data: $(DEMO_ADE)/.done
+demo-data: data/demo/.done
 
-# Fine-tune a tiny UperNet-ViT on synthetic ADE20K, then the seed's test command with ms+flip sliding windows.
+# The whole chain at toy scale: MAE pretraining -> UperNet ADE20K (ss + ms+flip) -> Mask R-CNN COCO -> report.
 demo: setup demo-data
-	$(PY) tools/train.py $(DEMO_CFG) --work-dir $(DEMO_DIR)
-	sh tools/dist_test.sh $(DEMO_CFG) $(DEMO_DIR)/iter_300.pth 1 --aug-test --eval mIoU --work-dir $(DEMO_DIR)
+	$(PY) tools/pipeline.py configs/pipelines/demo.yaml
+	@echo; cat results/leaderboard.md
 
 clean-venv:
 	rm -rf $(VENV)

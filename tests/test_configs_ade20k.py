@@ -80,7 +80,7 @@ def test_builds_and_runs_one_train_step(path):
 
     import mae_dense.openmmlab  # noqa: F401
 
-    register_all_modules(init_default_scope=False)
+    register_all_modules(init_default_scope=True)  # an earlier Runner may have left another scope
     cfg = _load(path)
     cfg.model.data_preprocessor.size = (64, 64)  # reduced input size: the ViT takes any size
     model = MODELS.build(cfg.model)

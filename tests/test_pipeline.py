@@ -91,3 +91,57 @@ def test_bad_pipeline_config_one_line(tmp_path):
     (tmp_path / 'p.yaml').write_text('ade20k: {}\n')
     r = _pipeline(tmp_path / 'p.yaml', tmp_path / 'r')
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].endswith('ade20k needs a config')
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_pretrain_ade20k_coco(tmp_path):
+    """pretrain -> ADE20K (ss + ms+flip) -> COCO -> report, all on synthetic data at tiny scale."""
+    from mae_dense.data import generate_synthetic_image_folder
+    from mae_dense.data.coco import generate_synthetic_coco
+
+    ade = generate_synthetic_ade20k(tmp_path / 'ADEChallengeData2016', num_train=4, num_val=2, seed=3)
+    coco = generate_synthetic_coco(tmp_path / 'coco', num_train=4, num_val=2, seed=3)
+    images = generate_synthetic_image_folder(tmp_path / 'pretrain')
+    ade_data = {f'{k}_dataloader.dataset.data_root': str(ade) for k in ('train', 'val', 'test')}
+    coco_data = {f'{k}_dataloader.dataset.data_root': f'{coco}/' for k in ('train', 'val', 'test')}
+    coco_data.update(
+        {f'{k}_evaluator.ann_file': f'{coco}/annotations/instances_val2017.json' for k in ('val', 'test')}
+    )
+    cfg = dict(
+        work_dir=str(tmp_path / 'work'),
+        seeds=[0],
+        pretrain=dict(
+            config='configs/demo/mae_vit-tiny-p16_synthetic.py',
+            cfg_options={'train_dataloader.dataset.data_root': str(images), 'train_cfg.max_epochs': 2},
+        ),
+        ade20k=dict(
+            config=ADE,
+            cfg_options={
+                **ade_data,
+                'train_cfg.max_iters': 2,
+                'train_cfg.val_interval': 2,
+                'default_hooks.checkpoint.interval': 2,
+            },
+        ),
+        coco=dict(
+            config='configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py',
+            cfg_options={
+                **coco_data,
+                'train_cfg.max_iters': 2,
+                'train_cfg.val_interval': 2,
+                'default_hooks.checkpoint.interval': 2,
+                'model.test_cfg.rcnn.score_thr': 0.0,
+            },
+        ),
+    )
+    path = tmp_path / 'pipeline.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    r = _pipeline(path, tmp_path / 'results')
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    pre = json.loads((tmp_path / 'work' / 'pretrain' / 'stage.json').read_text())
+    ade_rec = json.loads((tmp_path / 'work' / 'ade20k' / 'stage.json').read_text())
+    coco_rec = json.loads((tmp_path / 'work' / 'coco' / 'stage.json').read_text())
+    assert ade_rec['pretrained'] == pre['checkpoint'] == coco_rec['pretrained']  # one pretraining feeds both
+    assert 'coco/bbox_mAP' in coco_rec['results']['single_scale']
+    md = (tmp_path / 'results' / 'leaderboard.md').read_text()
+    assert '| COCO | ViT 96-d (toy) | box AP |' in md and '| pretrain | 0 | 1 | 16 |' in md

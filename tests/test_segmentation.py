@@ -15,7 +15,7 @@ def build_segmentor(crop=32, stride=21, classes=5):
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
-    register_all_modules(init_default_scope=False)
+    register_all_modules(init_default_scope=True)  # an earlier Runner may have left another scope
     from mmengine.config import ConfigDict
 
     model = MODELS.build(

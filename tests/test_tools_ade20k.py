@@ -25,7 +25,12 @@ def free_port() -> int:
 
 
 def _run(args, cwd):
-    env = {'PATH': '/usr/bin:/bin', 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '2', 'PORT': str(free_port())}
+    env = {
+        'PATH': '/usr/bin:/bin',
+        'PYTHON': sys.executable,
+        'OMP_NUM_THREADS': '2',
+        'PORT': str(free_port()),
+    }
     return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 

@@ -119,8 +119,16 @@ def build_wheel(out_dir: Path, cuda: bool, source: str | None = None) -> Path:
             archive = Path(source)
         else:
             log(f'downloading the mmcv {MMCV_VERSION} source archive')
-            pip('download', '--no-deps', '--no-build-isolation', '--no-binary', ':all:', '-d', str(tmp_path),
-                f'mmcv=={MMCV_VERSION}')
+            pip(
+                'download',
+                '--no-deps',
+                '--no-build-isolation',
+                '--no-binary',
+                ':all:',
+                '-d',
+                str(tmp_path),
+                f'mmcv=={MMCV_VERSION}',
+            )
             archive = next(tmp_path.glob('mmcv-*.tar.gz'))
         with tarfile.open(archive) as tar:
             tar.extractall(tmp_path, filter='data')

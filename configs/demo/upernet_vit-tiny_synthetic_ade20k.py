@@ -6,8 +6,8 @@ _base_ = '../ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py'
 data_root = (
     'data/demo/ade/ADEChallengeData2016'  # written by tools/dataset_converters/make_synthetic_ade20k.py
 )
-crop_size = (64, 64)
-scale = (256, 64)  # the real (2048, 512) divided by 8
+crop_size = (128, 128)
+scale = (512, 128)  # the real (2048, 512) divided by 4
 embed_dim = 96
 num_layers = 4
 max_iters = 300
@@ -15,9 +15,10 @@ max_iters = 300
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,  # `mae-dense pipeline` passes its own tiny MAE here
+    # patch 16 as the real model (and as the COCO demo, so one pretrained checkpoint serves both)
     backbone=dict(
-        img_size=64,
-        patch_size=8,
+        img_size=128,
+        patch_size=16,
         embed_dim=embed_dim,
         depth=num_layers,
         num_heads=3,
@@ -27,7 +28,7 @@ model = dict(
     neck=dict(embed_dim=embed_dim),
     decode_head=dict(in_channels=[embed_dim] * 4, channels=64),
     auxiliary_head=dict(in_channels=embed_dim, channels=32),
-    test_cfg=dict(crop_size=crop_size, stride=(43, 43)),
+    test_cfg=dict(crop_size=crop_size, stride=(85, 85)),
 )
 optim_wrapper = dict(
     optimizer=dict(lr=1e-3),
@@ -72,4 +73,4 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, pipeline=test_pipeline),
 )
 test_dataloader = val_dataloader
-ms_flip_test_cfg = dict(crop_size=crop_size, stride=(43, 43), aug=dict(scale=scale, min_size=64))
+ms_flip_test_cfg = dict(crop_size=crop_size, stride=(85, 85), aug=dict(scale=scale, min_size=128))

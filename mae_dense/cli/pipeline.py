@@ -117,11 +117,12 @@ def effective_recipe(config: str, cfg_options: dict, world_size: int, seed: int)
     accum = ow.get('accumulative_counts', 1)
     eff = batch * accum * world_size
     opt = ow.get('optimizer', {})
-    blr = (ow.get('paramwise_cfg') or {}).get('blr') or cfg.get('blr')
+    pw = ow.get('paramwise_cfg') or {}
+    blr = pw.get('base_lr') if ow.get('constructor') == 'MAEPretrainOptimWrapperConstructor' else None
     lr = blr * eff / 256 if blr else opt.get('lr')
     loop = cfg.train_cfg
     precision = 'fp32'
-    if ow.get('type') == 'AmpOptimWrapper':
+    if 'Amp' in str(ow.get('type', '')):  # AmpOptimWrapper and its subclasses
         precision = str(ow.get('dtype') or 'float16').replace('torch.', '')
         if not torch.cuda.is_available():
             precision += ' requested; CPU fallback: ' + (

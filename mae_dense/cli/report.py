@@ -50,6 +50,10 @@ def _run_metrics(stage: str, record: dict) -> dict[str, float]:
     }
 
 
+def _num(x: float | None) -> str:
+    return '—' if x is None else f'{x:.3g}'
+
+
 def _mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f'{values[0]:.2f}'
@@ -174,7 +178,7 @@ def write_report(
         length = rc['iterations'] if rc.get('iterations') else f'{rc.get("epochs")} ep'
         lines.append(
             f'| {name} | {rc["seed"]} | {rc["world_size"]} | {rc["per_gpu_batch"]} | '
-            f'{rc["accumulative_counts"]} | {rc["effective_batch"]} | {rc["lr"]:.3g} | {length} | '
+            f'{rc["accumulative_counts"]} | {rc["effective_batch"]} | {_num(rc["lr"])} | {length} | '
             f'{rc["precision"]} | `{rc["config_hash"]}` |'
         )
     if runs:

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         from mmengine.runner import Runner
 
         cfg = load_config(args.config, args)
-        if args.amp:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'  # AMP wrappers (ours included) are left as they are
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
         if args.resume == 'auto':
             cfg.resume, cfg.load_from = True, None

@@ -1,4 +1,4 @@
-"""Datasets on disk (plain numpy/PIL; the mmseg registration lives in ``mae_dense.openmmlab.datasets``)."""
+"""Datasets on disk (plain numpy/PIL/torch; the registrations live in ``mae_dense.openmmlab``)."""
 
 from .ade20k import (
     DEFAULT_DATA_ROOT,
@@ -8,8 +8,11 @@ from .ade20k import (
     convert_official_zip,
     generate_synthetic_ade20k,
 )
+from .image_folder import ImageFolder, generate_synthetic_image_folder
 
 __all__ = [
+    'ImageFolder',
+    'generate_synthetic_image_folder',
     'DEFAULT_DATA_ROOT',
     'DataError',
     'check_ade20k',

@@ -1,0 +1,24 @@
+# The pretraining recipe at toy scale on a synthetic image folder (2 CPU cores, well under a minute):
+# same model class, optimiser, lr rule, AMP wrapper (fp32 fallback on CPU), schedule shape and hooks as
+# the ImageNet configs. Data: python -m mae_dense.data.image_folder data/demo/pretrain
+_base_ = './_base_mae_in1k.py'
+
+img_size = 32
+# img 32, patch 8, 64-d 2 blocks; decoder 32-d 1 block (mae_dense.models.mae.MAE_ARCH_CONFIGS['tiny-test'])
+model = dict(arch='tiny-test', img_size=img_size)
+train_dataloader = dict(
+    batch_size=16,  # 1 process x 16; 64 images = 4 iterations per epoch
+    num_workers=0,
+    persistent_workers=False,
+    pin_memory=False,
+    dataset=dict(data_root='data/demo/pretrain', img_size=img_size),
+)
+# a toy needs a larger step than ImageNet: lr = 0.06 x 16 / 256 = 3.75e-3
+optim_wrapper = dict(paramwise_cfg=dict(base_lr=0.06))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=1, convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=10)
+default_hooks = dict(logger=dict(interval=4), checkpoint=dict(interval=5, max_keep_ckpts=1, save_last=True))
+resume = False  # the demo starts from scratch every time
