@@ -145,3 +145,20 @@ def test_pipeline_end_to_end_pretrain_ade20k_coco(tmp_path):
     assert 'coco/bbox_mAP' in coco_rec['results']['single_scale']
     md = (tmp_path / 'results' / 'leaderboard.md').read_text()
     assert '| COCO | ViT 96-d (toy) | box AP |' in md and '| pretrain | 0 | 1 | 16 |' in md
+
+
+def test_python_pipeline_config_and_console_script(tmp_path):
+    from mae_dense.cli.pipeline import load_pipeline_config
+
+    (tmp_path / 'p.py').write_text(
+        "pipeline = dict(work_dir='w', ade20k=dict(config='c.py'), seeds=[0, 1])\n"
+    )
+    cfg = load_pipeline_config(tmp_path / 'p.py')
+    assert cfg['ade20k'] == {'config': 'c.py'} and cfg['seeds'] == [0, 1] and cfg['gpus'] == 1
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / 'mae-dense'), 'pipeline', str(tmp_path / 'nope.yaml')],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and r.stderr.strip().endswith('nope.yaml: pipeline config not found')
