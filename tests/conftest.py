@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -27,3 +28,10 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def seed() -> int:
     torch.manual_seed(0)
     return 0
+
+
+def free_port() -> int:
+    """A free TCP port on loopback for a torchrun master (tests launch several one after another)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]

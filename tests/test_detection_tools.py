@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from mae_dense.data.coco import generate_synthetic_coco
 
@@ -19,7 +20,12 @@ ITERS = 15
 
 
 def _run(args, cwd):
-    env = {'PATH': '/usr/bin:/bin', 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '2', 'MASTER_PORT': '29521'}
+    env = {
+        'PATH': '/usr/bin:/bin',
+        'PYTHON': sys.executable,
+        'OMP_NUM_THREADS': '2',
+        'PORT': str(free_port()),
+    }
     return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 from PIL import Image
 
 from mae_dense.data import generate_synthetic_ade20k
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _run(args, cwd):
