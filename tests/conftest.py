@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -35,3 +37,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def run_tool(args: list[str], cwd) -> subprocess.CompletedProcess:
+    """Run one of the project's tools in a clean environment with its own torchrun port."""
+    env = {
+        'PATH': '/usr/bin:/bin',
+        'PYTHON': sys.executable,
+        'OMP_NUM_THREADS': '2',
+        'PORT': str(free_port()),
+    }
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)

@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import run_tool as _run
 
 from mae_dense.data.coco import generate_synthetic_coco
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = 'configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py'
 ITERS = 15
-
-
-def _run(args, cwd):
-    env = {
-        'PATH': '/usr/bin:/bin',
-        'PYTHON': sys.executable,
-        'OMP_NUM_THREADS': '2',
-        'PORT': str(free_port()),
-    }
-    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
 def _data_opts(root: Path, loaders=('train', 'val', 'test')) -> list[str]:

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import run_tool as _run
 from PIL import Image
 
 from mae_dense.data import generate_synthetic_ade20k
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
-
-
-def _run(args, cwd):
-    env = {
-        'PATH': '/usr/bin:/bin',
-        'PYTHON': sys.executable,
-        'OMP_NUM_THREADS': '2',
-        'PORT': str(free_port()),
-    }
-    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
 @pytest.fixture(scope='module')
