@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY
 
 from mae_dense.checkpoint.layouts import canonical_to_mm
 from mae_dense.optim.layer_decay import get_layer_id, param_rule
@@ -59,8 +58,8 @@ def _groups_by_name(model, groups):
 
 def test_mmseg_policy_equals_mmseg_constructor():
     from mmengine.optim import build_optim_wrapper
-    from mmseg.registry import MODELS
     from test_checkpoint_layouts import _mmseg_segmentor
+    from test_segmentation import build_segmentor
 
     import mae_dense.openmmlab  # noqa: F401
 
@@ -75,25 +74,7 @@ def test_mmseg_policy_equals_mmseg_constructor():
             paramwise_cfg=dict(num_layers=4, layer_decay_rate=0.65),
         ),
     )
-    ours_model = MODELS.build(
-        dict(
-            type='EncoderDecoder',
-            backbone=dict(
-                type='MAEDenseViT', mode='seg', img_size=32, out_indices=[0, 1, 2, 3], init_values=1.0, **TINY
-            ),
-            neck=dict(
-                type='Feature2Pyramid', embed_dim=64, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='BN')
-            ),
-            decode_head=dict(
-                type='UPerHead',
-                in_channels=[64] * 4,
-                in_index=[0, 1, 2, 3],
-                channels=32,
-                num_classes=5,
-                norm_cfg=dict(type='BN'),
-            ),
-        )
-    )
+    ours_model = build_segmentor(crop=32)  # the same tiny UperNet, with the project's ViT
     ours = build_optim_wrapper(
         ours_model,
         dict(
