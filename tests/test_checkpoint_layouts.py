@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, randomize_
+from helpers import TINY, randomize_
 from test_vit import mmseg_mae, seg_vit, timm_vit
 
 from mae_dense.checkpoint import CheckpointError, convert_file, convert_state_dict, detect, load_backbone

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
+from helpers import randomize_
 
 from mae_dense.models import MaskedAutoencoder, VisionTransformer
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
+from helpers import randomize_
 from torch import nn
 
 from mae_dense.models import VisionTransformer

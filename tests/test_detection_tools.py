@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_tool as _run
+from helpers import run_tool as _run
 
 from mae_dense.data.coco import generate_synthetic_coco
 

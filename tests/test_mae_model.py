@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 import torch
-from conftest import randomize_
+from helpers import randomize_
 from torch import nn
 
 from mae_dense.models import MaskedAutoencoder, build_mae

@@ -8,13 +8,13 @@ is the worker of the first test.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / 'configs/pretrain/mae_vit-tiny-p8_1xb16-amp-coslr-10e_synthetic.py'
@@ -64,12 +64,6 @@ def _worker(out: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _env(**extra: str) -> dict[str, str]:
     return {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'OMP_NUM_THREADS': '1', **extra}
 
@@ -77,7 +71,7 @@ def _env(**extra: str) -> dict[str, str]:
 def test_two_gloo_processes_equal_one_process_with_double_batch(tmp_path):
     out = tmp_path / 'dist.pt'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2']
-    cmd += ['--master_port', str(_free_port()), __file__, str(out)]
+    cmd += ['--master_port', str(free_port()), __file__, str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     got = torch.load(out, weights_only=True)
@@ -113,7 +107,7 @@ def test_dist_train_sh_two_processes_rank0_writes_and_resumes(tmp_path):
     def run(epochs: int, *extra: str) -> subprocess.CompletedProcess:
         cmd = ['sh', str(ROOT / 'tools/dist_train.sh'), str(DEMO), '2', '--work-dir', str(work), *extra]
         cmd += ['--cfg-options', *opts, f'train_cfg.max_epochs={epochs}']
-        env = _env(PORT=str(_free_port()), PYTHON=sys.executable)
+        env = _env(PORT=str(free_port()), PYTHON=sys.executable)
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         return r

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
+from helpers import randomize_
 from PIL import Image
 
 from mae_dense.cli import reconstruct as rec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, randomize_
+from helpers import TINY, randomize_
 
 import mae_dense.openmmlab  # noqa: F401
 from mae_dense.models.dense_inference import ms_resize_shape, window_boxes

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_tool as _run
+from helpers import run_tool as _run
 from PIL import Image
 
 from mae_dense.data import generate_synthetic_ade20k

@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 import torch
-from conftest import TINY, randomize_
+from helpers import TINY, randomize_
 
 from mae_dense.checkpoint import load_backbone
 from mae_dense.models import VisionTransformer

@@ -56,7 +56,7 @@ class Layout:
 
 def unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint: ``state_dict``/``model``/``module`` wrappers, ``module.`` prefix."""
-    from .safe_load import CheckpointError
+    from ..errors import CheckpointError
 
     sd = obj
     for _ in range(3):
@@ -81,7 +81,7 @@ def unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
 
 def detect(sd: Mapping[str, torch.Tensor], where: str) -> Layout:
     """Recognise the layout of a state dict by its keys."""
-    from .safe_load import CheckpointError
+    from ..errors import CheckpointError
 
     keys = list(sd)
 

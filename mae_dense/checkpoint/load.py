@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..layers import resize_abs_pos_embed, resize_beit_rel_pos_table, resize_decomposed_rel_pos
 from .layouts import Layout, detect, split_backbone, unwrap
-from .safe_load import CheckpointError, load_file
+from .safe_load import load_file
 
 logger = logging.getLogger('mae_dense')
 

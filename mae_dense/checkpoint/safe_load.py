@@ -27,11 +27,9 @@ from urllib.parse import urlparse
 
 import torch
 
+from ..errors import CheckpointError
+
 __all__ = ['CheckpointError', 'load_file', 'resolve_url', 'is_url', 'TRAINING_ALLOWLIST']
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded safely or does not fit; the message is one line."""
 
 
 def is_url(src: str | os.PathLike) -> bool:

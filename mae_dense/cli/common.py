@@ -8,11 +8,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import USER_ERRORS, ToolError
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class ToolError(RuntimeError):
-    """A user-facing error of a tool; printed as one line."""
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -78,17 +76,8 @@ def setup_cpu_distributed(cfg) -> None:
 
 def run_tool(main: Callable[[], int]) -> int:
     """Run a tool's main; the project's own errors become one line on stderr and exit code 1."""
-    from mae_dense.checkpoint import CheckpointError
-
-    errors: tuple[type[BaseException], ...] = (ToolError, CheckpointError)
-    try:
-        from mae_dense.data.errors import DataError
-
-        errors += (DataError,)
-    except ImportError:
-        pass
     try:
         return main()
-    except errors as exc:
+    except USER_ERRORS as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

@@ -34,13 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import ROOT, ToolError, run_tool
+from ..errors import PipelineError
+from .common import ROOT, run_tool
 
 STAGES = ('pretrain', 'ade20k', 'coco')
-
-
-class PipelineError(ToolError):
-    """A stage failed or the pipeline config is wrong (one line)."""
 
 
 def load_pipeline_config(path: str | os.PathLike) -> dict:

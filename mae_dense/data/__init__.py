@@ -1,8 +1,8 @@
 """Datasets on disk (plain numpy/PIL/torch; the registrations live in ``mae_dense.openmmlab``)."""
 
+from ..errors import DataError
 from .ade20k import (
     DEFAULT_DATA_ROOT,
-    DataError,
     check_ade20k,
     check_split_dirs,
     convert_official_zip,

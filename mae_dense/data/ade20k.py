@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     'DEFAULT_DATA_ROOT',

@@ -25,7 +25,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     'CATEGORIES',

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, RandomHorizontalFlip, RandomResizedCrop
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ['IMG_EXTENSIONS', 'ImageFolder', 'generate_synthetic_image_folder', 'list_image_folder']
 

@@ -40,8 +40,7 @@ from mmengine.registry import (
 from mmengine.runner import EpochBasedTrainLoop
 from torch import nn
 
-from ..checkpoint.safe_load import CheckpointError
-from ..cli.common import ToolError
+from ..errors import CheckpointError, NonFiniteLossError
 from ..data.image_folder import ImageFolder
 from ..models.mae import MaskedAutoencoder, mae_arch_config
 from ..optim.layer_decay import param_rule
@@ -258,10 +257,6 @@ class MAEPretrainOptimWrapperConstructor:
         wrapper = OPTIM_WRAPPERS.build(wrapper_cfg, default_args=dict(optimizer=optimizer))
         wrapper.effective_batch_size = effective
         return wrapper
-
-
-class NonFiniteLossError(ToolError):
-    """Too many non-finite losses in a row; printed as one line by the tools."""
 
 
 def all_ranks_finite(loss: torch.Tensor) -> bool:
