@@ -40,8 +40,8 @@ from mmengine.registry import (
 from mmengine.runner import EpochBasedTrainLoop
 from torch import nn
 
-from ..errors import CheckpointError, NonFiniteLossError
 from ..data.image_folder import ImageFolder
+from ..errors import CheckpointError, NonFiniteLossError
 from ..models.mae import MaskedAutoencoder, mae_arch_config
 from ..optim.layer_decay import param_rule
 from .fallbacks import AmpOptimWrapperWithCpuFallback
