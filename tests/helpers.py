@@ -5,11 +5,29 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from mae_dense.models import MaskedAutoencoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
 # A tiny ViT: 64-d, 4 blocks, 4 heads, patch 8 (ViT-B/L/H are checked by building them elsewhere).
 TINY = dict(embed_dim=64, depth=4, num_heads=4, patch_size=8)
+# A tiny MAE: img 32, patch 8, 64-d 2 blocks 4 heads; decoder 32-d, 1 block, 4 heads (the same model as
+# the tiny pretraining config below, so tools can be pointed at it with --config).
+TINY_MAE = dict(
+    img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
+    decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4,
+)  # fmt: skip
+TINY_MAE_CONFIG = ROOT / 'configs/pretrain/mae_vit-tiny-p8_1xb16-amp-coslr-10e_synthetic.py'
+
+
+def tiny_mae(**kwargs: Any) -> MaskedAutoencoder:
+    """The tiny MAE (``kwargs`` override its arguments)."""
+    return MaskedAutoencoder(**{**TINY_MAE, **kwargs})
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

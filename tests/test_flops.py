@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_MAE, TINY_MAE_CONFIG, tiny_mae
 from torch import nn
 
 from mae_dense.cli import flops
-from mae_dense.models import build_mae
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def test_one_linear_layer_by_hand():
 
 
 def test_tiny_encoder_matches_the_formula():
-    mae = build_mae('tiny-test', attn_impl='eager').eval()
+    mae = tiny_mae(attn_impl='eager').eval()
     imgs = torch.randn(1, 3, 32, 32)
     n, c, depth = 1 + 16, 64, 2
     total, by_op, _ = flops._count(flops._Encoder(mae), (imgs,))
@@ -37,7 +37,7 @@ def test_tiny_encoder_matches_the_formula():
 
 
 def test_sdpa_attention_is_invisible_to_fvcore_and_caught():
-    mae = build_mae('tiny-test', attn_impl='sdpa').eval()
+    mae = tiny_mae(attn_impl='sdpa').eval()
     _, by_op, skipped = flops._count(flops._Encoder(mae), (torch.randn(1, 3, 32, 32),))
     assert by_op.get('matmul', 0) == 0 and 'aten::scaled_dot_product_attention' in skipped
     with pytest.raises(RuntimeError, match='attn_impl="eager"'):
@@ -46,7 +46,7 @@ def test_sdpa_attention_is_invisible_to_fvcore_and_caught():
 
 def test_tiny_report(tmp_path, capsys):
     out = tmp_path / 'flops.json'
-    assert flops.main(['--arch', 'tiny-test', '--json', str(out)]) == 0
+    assert flops.main(['--config', str(TINY_MAE_CONFIG), '--json', str(out)]) == 0
     text = capsys.readouterr().out
     assert 'paper says 3.3x, measured' in text and 'paper says ~9%, measured' in text
     r = json.loads(out.read_text())
@@ -58,13 +58,11 @@ def test_tiny_report(tmp_path, capsys):
     assert parts['encoder_all']['flops'] > parts['encoder_visible']['flops']
     assert r['ratio_encoder_only'] > r['ratio_with_mask_tokens'] > 1
     assert 0 < r['decoder_per_token_pct'] < 100
-    assert parts['encoder_all']['params'] == sum(
-        p.numel() for p in build_mae('tiny-test').backbone.parameters()
-    )
+    assert parts['encoder_all']['params'] == sum(p.numel() for p in tiny_mae().backbone.parameters())
 
 
 def test_mask_ratio_zero_gives_ratio_one(tmp_path):
-    r = flops.measure('tiny-test', mask_ratio=0.0)
+    r = flops.measure(TINY_MAE, mask_ratio=0.0)
     assert r['ratio_encoder_only'] == pytest.approx(1.0) and r['ratio_with_mask_tokens'] == pytest.approx(1.0)
 
 
@@ -73,8 +71,8 @@ def test_tool_entry_point(tmp_path):
         [
             sys.executable,
             str(ROOT / 'tools/analysis/get_flops.py'),
-            '--arch',
-            'tiny-test',
+            '--config',
+            str(TINY_MAE_CONFIG),
             '--mask-ratio',
             '0.5',
         ],

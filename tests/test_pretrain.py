@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_MAE
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS, OPTIM_WRAPPERS
 
@@ -236,7 +237,7 @@ def test_load_from_continues_strictly(tmp_path, folder, capsys):
 # ------------------------------------------------------------------------------------- mixed precision
 def _tiny_model() -> pretrain.MAEPretrainer:
     torch.manual_seed(0)
-    return pretrain.MAEPretrainer(arch='tiny-test', norm_pix_loss=True)
+    return pretrain.MAEPretrainer(arch=None, **TINY_MAE, norm_pix_loss=True)
 
 
 def test_config_optim_wrapper_is_amp_with_cpu_fallback():

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_MAE
 from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper, build_optim_wrapper
 from mmengine.registry import MODELS, PARAM_SCHEDULERS
 
 import mae_dense.openmmlab  # noqa: F401
 import mae_dense.openmmlab.pretrain as pretrain
-from mae_dense.models.mae import mae_arch_config
+from mae_dense.models.archs import mae_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs/pretrain').glob('mae_vit-*_in1k.py'))
@@ -50,7 +51,7 @@ def test_recipe_numbers_and_lr_schedule(monkeypatch):
     wrapper_cfg = cfg.optim_wrapper.to_dict()
     wrapper_cfg['paramwise_cfg']['batch_size'] = data.batch_size  # what MAEPretrainLoop fills in
     torch.manual_seed(0)
-    model = pretrain.MAEPretrainer(arch='tiny-test')
+    model = pretrain.MAEPretrainer(arch=None, **TINY_MAE)
     wrapper = build_optim_wrapper(model, wrapper_cfg)
     assert isinstance(wrapper, AmpOptimWrapper) and wrapper.effective_batch_size == 4096
     peak = 2.4e-3
@@ -103,7 +104,7 @@ def _optim_wrapper(cfg: Config, model: torch.nn.Module):
 @pytest.mark.parametrize('config', CONFIGS, ids=lambda p: p.stem)
 def test_config_names_its_architecture(config):
     cfg = Config.fromfile(str(config))
-    arch = mae_arch_config(cfg.model.arch)
+    arch = mae_config(cfg.model.arch)
     width, depth, patch = ARCH[cfg.model.arch]
     assert (arch['embed_dim'], arch['depth'], arch['patch_size']) == (width, depth, patch)
     assert (arch['decoder_embed_dim'], arch['decoder_depth'], arch['decoder_num_heads']) == (512, 8, 16)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port
+from helpers import TINY_MAE, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / 'configs/pretrain/mae_vit-tiny-p8_1xb16-amp-coslr-10e_synthetic.py'
@@ -24,7 +24,7 @@ def _model():
     from mae_dense.openmmlab.pretrain import MAEPretrainer
 
     torch.manual_seed(0)
-    return MAEPretrainer(arch='tiny-test', norm_pix_loss=True)
+    return MAEPretrainer(arch=None, **TINY_MAE, norm_pix_loss=True)
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:

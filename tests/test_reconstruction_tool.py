@@ -10,21 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import randomize_
+from helpers import TINY_MAE, TINY_MAE_CONFIG, randomize_, tiny_mae
 from PIL import Image
 
 from mae_dense.cli import reconstruct as rec
-from mae_dense.models import MaskedAutoencoder, build_mae
+from mae_dense.models import MaskedAutoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools/visualize_reconstruction.py'
-S = 32  # tiny-test image side
+S = 32  # the tiny MAE's image side
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess:
     """The tool as users run it (a fresh interpreter: ~3 s of imports)."""
     return subprocess.run(
-        [sys.executable, str(TOOL), *args, '--arch', 'tiny-test', '--device', 'cpu'],
+        [sys.executable, str(TOOL), *args, '--config', str(TINY_MAE_CONFIG), '--device', 'cpu'],
         capture_output=True,
         text=True,
         timeout=120,
@@ -33,7 +33,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
     """The same entry point in this process (fast)."""
-    rc = rec.main([*args, '--arch', 'tiny-test', '--device', 'cpu'])
+    rc = rec.main([*args, '--config', str(TINY_MAE_CONFIG), '--device', 'cpu'])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -51,7 +51,7 @@ def images(tmp_path) -> list[str]:
 
 @pytest.fixture
 def ckpts(tmp_path) -> dict[str, str]:
-    model = randomize_(build_mae('tiny-test'), seed=4)
+    model = randomize_(tiny_mae(), seed=4)
     official = tmp_path / 'official.pth'
     torch.save({'model': MaskedAutoencoder.to_official_layout(model.state_dict()), 'epoch': 3}, official)
     own = tmp_path / 'own.pth'
@@ -111,14 +111,14 @@ def test_errors_are_one_line(tmp_path, images, ckpts, capsys):
     torch.save(sd, tmp_path / 'wrong.pth')
     rc, _, err = run_main(capsys, str(tmp_path / 'wrong.pth'), *images, '--out', out)
     assert rc == 1 and err.strip().count('\n') == 0
-    assert 'backbone.blocks.0.mlp.fc3.weight' in err and 'does --arch tiny-test match' in err
+    assert 'backbone.blocks.0.mlp.fc3.weight' in err and f'does --config {TINY_MAE_CONFIG} match' in err
     rc, _, err = run_main(capsys, str(tmp_path / 'bad.png'), *images, '--out', out)  # not a checkpoint
     assert rc == 1 and err.startswith('error: ') and err.strip().count('\n') == 0
     assert not Path(out).exists()
 
 
 def test_panels_in_process():
-    model = randomize_(build_mae('tiny-test'), seed=2).eval()
+    model = randomize_(tiny_mae(), seed=2).eval()
     imgs = torch.randn(2, 3, S, S)
     noise = torch.rand(2, 16)
     loss, panels = rec.reconstruct(model, imgs, 0.75, noise)
@@ -133,7 +133,7 @@ def test_panels_in_process():
 
 
 def test_denormalize_pred_inverts_the_norm_pix_target():
-    model = build_mae('tiny-test', norm_pix_loss=True)
+    model = tiny_mae(norm_pix_loss=True)
     imgs = torch.randn(2, 3, S, S) * 2 + 0.5
     t = model.patchify(imgs)
     normed = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5
@@ -152,9 +152,9 @@ def test_load_image_resizes_and_centre_crops(tmp_path):
 
 
 def test_training_checkpoint_args_hint(tmp_path, capsys):
-    model = build_mae('tiny-test')
+    model = tiny_mae()
     ckpt = tmp_path / 'checkpoint-1.pth'
     args = argparse.Namespace(norm_pix_loss=True, model='mae_vit_large_patch16')
     torch.save({'model': MaskedAutoencoder.to_official_layout(model.state_dict()), 'args': args}, ckpt)
-    rec.load_model(str(ckpt), 'tiny-test', None, 'cpu')
+    rec.load_model(str(ckpt), TINY_MAE, None, 'cpu')
     assert 'pass --norm-pix' in capsys.readouterr().out

@@ -81,3 +81,32 @@ def run_tool(main: Callable[[], int]) -> int:
     except USER_ERRORS as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
+
+
+def add_mae_arch_args(parser: argparse.ArgumentParser, default: str = 'large') -> None:
+    """``--arch {base,large,huge}`` or ``--config PRETRAIN_CONFIG`` (a model of any size: its ``model``)."""
+    from ..models.archs import ARCHS
+
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--arch', choices=tuple(ARCHS), help=f'standard MAE size (default: {default})')
+    group.add_argument('--config', help='a pretraining config: the MAE of its `model` (any size)')
+    parser.set_defaults(default_arch=default)
+
+
+def mae_kwargs(args: argparse.Namespace) -> tuple[dict, str]:
+    """:class:`MaskedAutoencoder` arguments chosen by :func:`add_mae_arch_args`, and how to name them."""
+    from ..models.archs import mae_config
+
+    if not getattr(args, 'config', None):
+        arch = args.arch or args.default_arch
+        return mae_config(arch), f'--arch {arch}'
+    if not Path(args.config).is_file():
+        raise ToolError(f'{args.config}: config file not found')
+    from mmengine.config import Config
+
+    model = Config.fromfile(args.config).get('model')
+    if not model or model.get('type') != 'MAEPretrainer':
+        raise ToolError(f"{args.config}: expected a pretraining config (model.type='MAEPretrainer')")
+    kwargs = {k: v for k, v in model.to_dict().items() if k not in ('type', 'data_preprocessor')}
+    arch = kwargs.pop('arch', 'base')
+    return {**(mae_config(arch) if arch else {}), **kwargs}, f'--config {args.config}'

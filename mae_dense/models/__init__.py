@@ -1,5 +1,6 @@
 """Models (plain PyTorch)."""
 
+from .archs import ARCHS, Arch, get_arch, mae_config
 from .mae import (
     MaskedAutoencoder,
     build_mae,
@@ -8,9 +9,14 @@ from .mae import (
     mae_vit_large_patch16,
 )
 from .necks import LayerNorm2d, SimpleFPN
-from .vit import VisionTransformer, vit_config
+from .vit import MODES, VisionTransformer
 
 __all__ = [
+    'ARCHS',
+    'Arch',
+    'MODES',
+    'get_arch',
+    'mae_config',
     'LayerNorm2d',
     'SimpleFPN',
     'MaskedAutoencoder',
@@ -19,5 +25,4 @@ __all__ = [
     'mae_vit_base_patch16',
     'mae_vit_huge_patch14',
     'mae_vit_large_patch16',
-    'vit_config',
 ]

@@ -21,7 +21,7 @@ project's checkpoint loader recognises the file; the decoder keeps the official 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 
 import torch
@@ -29,6 +29,8 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..layers import Block, get_2d_sincos_pos_embed
+from ..optim.layer_decay import no_weight_decay_names
+from .archs import mae_config
 from .vit import VisionTransformer
 
 __all__ = [
@@ -37,8 +39,6 @@ __all__ = [
     'mae_vit_base_patch16',
     'mae_vit_large_patch16',
     'mae_vit_huge_patch14',
-    'MAE_ARCH_CONFIGS',
-    'mae_arch_config',
 ]
 
 # Top-level names of the official encoder (no prefix in the official files; ``backbone.`` here).
@@ -156,11 +156,9 @@ class MaskedAutoencoder(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def no_weight_decay(self) -> set[str]:
-        """Names exempt from weight decay (norms and biases are exempt by shape in the MAE recipe)."""
-        return {f'backbone.{n}' for n in self.backbone.no_weight_decay()} | {
-            'mask_token',
-            'decoder_pos_embed',
-        }
+        """Names beyond 1-D parameters and biases that the recipe does not decay (timm's convention)."""
+        decoder = ((n, p) for n, p in self.named_parameters() if not n.startswith('backbone.'))
+        return {f'backbone.{n}' for n in self.backbone.no_weight_decay()} | no_weight_decay_names(decoder)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
@@ -406,60 +404,12 @@ class MaskedAutoencoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- factories
-# Architecture of each size; the factories below and mmengine's ``MAEPretrainer(arch=...)`` read this table.
-MAE_ARCH_CONFIGS: dict[str, dict] = {
-    # ViT-B/16 encoder (768-d, 12 blocks, 12 heads), 512-d 8-block 16-head decoder.
-    'base': dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
-    # ViT-L/16 encoder (1024-d, 24 blocks, 16 heads), 512-d 8-block 16-head decoder.
-    'large': dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16),
-    # ViT-H/14 encoder (1280-d, 32 blocks, 16 heads), 512-d 8-block 16-head decoder.
-    'huge': dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16),
-    # Tests only: img 32, patch 8, 64-d 2 blocks 4 heads; decoder 32-d, 1 block, 4 heads.
-    'tiny-test': dict(
-        img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
-        decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4,
-    ),
-}  # fmt: skip
-_DECODER_DEFAULTS = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0)
-
-
-def mae_arch_config(arch: str) -> dict:
-    """Constructor arguments of :class:`MaskedAutoencoder` for ``arch`` (a copy)."""
-    if arch not in MAE_ARCH_CONFIGS:
-        raise ValueError(f"arch={arch!r}: expected one of 'base', 'large', 'huge'")
-    return {**_DECODER_DEFAULTS, **MAE_ARCH_CONFIGS[arch]}
-
-
-def mae_vit_base_patch16(**kwargs) -> MaskedAutoencoder:
-    """ViT-B/16 encoder (768-d, 12 blocks, 12 heads), 512-d 8-block 16-head decoder."""
-    return MaskedAutoencoder(**{**mae_arch_config('base'), **kwargs})
-
-
-def mae_vit_large_patch16(**kwargs) -> MaskedAutoencoder:
-    """ViT-L/16 encoder (1024-d, 24 blocks, 16 heads), 512-d 8-block 16-head decoder."""
-    return MaskedAutoencoder(**{**mae_arch_config('large'), **kwargs})
-
-
-def mae_vit_huge_patch14(**kwargs) -> MaskedAutoencoder:
-    """ViT-H/14 encoder (1280-d, 32 blocks, 16 heads), 512-d 8-block 16-head decoder."""
-    return MaskedAutoencoder(**{**mae_arch_config('huge'), **kwargs})
-
-
-def _mae_tiny_test(**kwargs) -> MaskedAutoencoder:
-    """Tests only: img 32, patch 8, 64-d 2 blocks 4 heads; decoder 32-d, 1 block, 4 heads."""
-    return MaskedAutoencoder(**{**mae_arch_config('tiny-test'), **kwargs})
-
-
-MAE_ARCHS: dict[str, Callable[..., MaskedAutoencoder]] = {
-    'base': mae_vit_base_patch16,
-    'large': mae_vit_large_patch16,
-    'huge': mae_vit_huge_patch14,
-    'tiny-test': _mae_tiny_test,
-}
-
-
 def build_mae(arch: str, **kwargs) -> MaskedAutoencoder:
-    """``'base'``, ``'large'`` or ``'huge'`` (``'tiny-test'``: a seconds-sized model for tests)."""
-    if arch not in MAE_ARCHS:
-        raise ValueError(f"arch={arch!r}: expected one of 'base', 'large', 'huge'")
-    return MAE_ARCHS[arch](**kwargs)
+    """The MAE of a standard size (:data:`mae_dense.models.archs.ARCHS`); ``kwargs`` override its arguments."""
+    return MaskedAutoencoder(**{**mae_config(arch), **kwargs})
+
+
+# The official models_mae.py names.
+mae_vit_base_patch16 = partial(build_mae, 'base')
+mae_vit_large_patch16 = partial(build_mae, 'large')
+mae_vit_huge_patch14 = partial(build_mae, 'huge')

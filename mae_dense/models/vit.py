@@ -16,40 +16,117 @@ layouts. Every mode accepts any input size: position tables are resized or index
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
 from ..layers import Block, PatchEmbed, get_2d_sincos_pos_embed, resize_abs_pos_embed
-from ..optim.layer_decay import get_layer_id
+from ..optim.layer_decay import get_layer_id, no_weight_decay_names
 
-_MODES = ('mae', 'seg', 'det')
+
+def quarter_ends(depth: int) -> tuple[int, ...]:
+    """The last block of each quarter: ViTDet's global-attention blocks (B: 2,5,8,11; L: 5,11,17,23)."""
+    return tuple((k + 1) * depth // 4 - 1 for k in range(4))
+
+
+def mmseg_out_indices(depth: int) -> tuple[int, ...]:
+    """mmseg's MAE/BEiT outputs for UperNet: blocks 3, 5, 7, 11 of 12; the last block of another depth."""
+    return (3, 5, 7, 11) if depth == 12 else (depth - 1,)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModePreset:
+    """What a mode decides; any field passed to :class:`VisionTransformer` as a keyword overrides it.
+
+    Attributes:
+        cls_token: prepend a learned cls token.
+        pos_embed: ``'sincos'`` (fixed 2-D sin-cos, official MAE) or ``'learned'``.
+        pos_grid: the grid ``pos_embed`` is stored for: ``'input'`` (``img_size``) or ``'pretrain'``
+            (``pretrain_img_size``: ViTDet keeps the 224 checkpoint's table and resizes it at run time).
+        rel_pos: ``None``, ``'beit'`` (per-block table + 3 cls rows) or ``'decomposed'`` (ViTDet).
+        final_norm: apply ``norm`` to what is returned.
+        window_size: > 0: window attention (side in tokens) in every block outside ``global_blocks``.
+        global_blocks: blocks with global attention when windows are on: indices, or a function of the
+            depth (:func:`quarter_ends`).
+        out_indices: blocks whose outputs :meth:`VisionTransformer.forward_intermediates` returns
+            (negative: from the end), or a function of the depth (:func:`mmseg_out_indices`).
+        output: what ``forward`` returns: ``'tokens'`` (:meth:`~VisionTransformer.forward_features`) or
+            ``'maps'`` (:meth:`~VisionTransformer.forward_intermediates`).
+    """
+
+    cls_token: bool
+    pos_embed: str
+    pos_grid: str
+    rel_pos: str | None
+    final_norm: bool
+    window_size: int
+    global_blocks: Sequence[int] | Callable[[int], Sequence[int]] | None
+    out_indices: Sequence[int] | Callable[[int], Sequence[int]]
+    output: str
+
+
+MODES: dict[str, ModePreset] = {
+    # The MAE encoder (official MAE/timm): sin-cos table with a zero cls row, cls token, final norm.
+    'mae': ModePreset(
+        cls_token=True, pos_embed='sincos', pos_grid='input', rel_pos=None, final_norm=True,
+        window_size=0, global_blocks=None, out_indices=(-1,), output='tokens',
+    ),
+    # mmseg's MAE backbone: learned table with cls, BEiT relative bias per block, maps of 4 blocks.
+    'seg': ModePreset(
+        cls_token=True, pos_embed='learned', pos_grid='input', rel_pos='beit', final_norm=False,
+        window_size=0, global_blocks=None, out_indices=mmseg_out_indices, output='maps',
+    ),
+    # ViTDet: no cls, the 224 table resized, windows of 14 but in 4 global blocks, the last block's map.
+    'det': ModePreset(
+        cls_token=False, pos_embed='learned', pos_grid='pretrain', rel_pos='decomposed', final_norm=False,
+        window_size=14, global_blocks=quarter_ends, out_indices=(-1,), output='maps',
+    ),
+}  # fmt: skip
+_PRESET_KEYS = tuple(f.name for f in dataclasses.fields(ModePreset))
+
+
+def mode_preset(mode: str, **overrides: Any) -> ModePreset:
+    """``MODES[mode]`` with ``overrides`` (fields of :class:`ModePreset`) replacing its values."""
+    if mode not in MODES:
+        raise ValueError(f'mode={mode!r}: expected one of {tuple(MODES)}')
+    unknown = sorted(set(overrides) - set(_PRESET_KEYS))
+    if unknown:
+        raise ValueError(f'VisionTransformer: unknown arguments {unknown}; mode options are {_PRESET_KEYS}')
+    preset = dataclasses.replace(MODES[mode], **overrides)
+    if preset.pos_embed not in ('sincos', 'learned') or preset.pos_grid not in ('input', 'pretrain'):
+        raise ValueError(
+            f"pos_embed={preset.pos_embed!r}, pos_grid={preset.pos_grid!r}: expected 'sincos'/'learned' "
+            "and 'input'/'pretrain'"
+        )
+    if preset.output not in ('tokens', 'maps'):
+        raise ValueError(f"output={preset.output!r}: expected 'tokens' or 'maps'")
+    return preset
 
 
 class VisionTransformer(nn.Module):
     """ViT backbone for MAE pretraining, UperNet segmentation and ViTDet detection.
 
     Args:
-        mode: ``'mae'``, ``'seg'`` or ``'det'`` (sets the defaults of the options below).
-        img_size: training input size; fixes the seg-mode position grid and relative tables.
+        mode: ``'mae'``, ``'seg'`` or ``'det'``: the preset in :data:`MODES` (cls token, position table,
+            relative position, windows, outputs).
+        img_size: training input size; fixes the ``'input'`` position grid and the global relative tables.
         patch_size: patch side.
         in_chans: image channels.
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the transformer.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         init_values: layer-scale init (seg: 1.0, the MAE value; ``None``: no layer scale).
-        pretrain_img_size: det mode: the size the position embedding was trained at (224).
-        window_size: det mode: window side in tokens (14).
-        global_blocks: det mode: blocks with global attention; the others use windows.
-        out_indices: seg/det: blocks whose outputs are returned as NCHW maps.
-        final_norm: apply ``norm`` to the returned tokens/maps (mae: yes; seg/det: no).
-        rel_pos: ``None``, ``'beit'`` or ``'decomposed'`` (defaults by mode).
+        pretrain_img_size: the size of a ``'pretrain'`` position grid (224).
         attn_impl: ``'sdpa'`` or ``'eager'``.
         grad_checkpointing: recompute blocks in backward to save memory.
         pretrained: checkpoint (path or URL, any layout the loader knows) loaded by :meth:`init_weights`.
         init_cfg: OpenMMLab spelling of the same: ``dict(type='Pretrained', checkpoint=...)``.
+        **preset: fields of :class:`ModePreset` that replace the mode's (``out_indices``, ``rel_pos``,
+            ``window_size``, ``global_blocks``, ``final_norm``, ...).
     """
 
     def __init__(
@@ -66,19 +143,15 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         init_values: float | None = None,
         pretrain_img_size: int = 224,
-        window_size: int = 14,
-        global_blocks: Sequence[int] | None = None,
-        out_indices: Sequence[int] | None = None,
-        final_norm: bool | None = None,
-        rel_pos: str | None | type(...) = ...,
         attn_impl: str = 'sdpa',
         grad_checkpointing: bool = False,
         pretrained: str | None = None,
         init_cfg: dict | None = None,
+        **preset: Any,
     ) -> None:
         super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f'mode={mode!r}: expected one of {_MODES}')
+        self.preset = mode_preset(mode, **preset)
+        p = self.preset
         img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.mode = mode
         self.patch_size = patch_size
@@ -94,58 +167,53 @@ class VisionTransformer(nn.Module):
                 )
             pretrained = init_cfg['checkpoint']
         self.pretrained = pretrained
-        self.use_cls_token = mode != 'det'
-        self.num_prefix = 1 if self.use_cls_token else 0
-        if rel_pos is ...:
-            rel_pos = {'mae': None, 'seg': 'beit', 'det': 'decomposed'}[mode]
-        self.final_norm = (mode == 'mae') if final_norm is None else final_norm
-        if out_indices is None:
-            out_indices = [depth - 1] if mode == 'det' else [3, 5, 7, 11] if depth == 12 else [depth - 1]
+        self.use_cls_token = p.cls_token
+        self.num_prefix = 1 if p.cls_token else 0
+        self.final_norm = p.final_norm
+        out_indices = tuple(p.out_indices(depth) if callable(p.out_indices) else p.out_indices)
+        if any(not -depth <= i < depth for i in out_indices):
+            raise ValueError(f'out_indices={out_indices} do not fit depth {depth}')
         self.out_indices = tuple(i % depth for i in out_indices)
 
-        # Position grid stored in pos_embed: training grid (seg), pretraining grid (det, mae).
-        if mode == 'seg':
-            self.pos_grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
-        else:
-            size = pretrain_img_size if mode == 'det' else img_hw[0]
-            self.pos_grid = (size // patch_size, size // patch_size)
+        # Position grid stored in pos_embed; attention always sees the input's own token grid.
+        side = img_hw if p.pos_grid == 'input' else (pretrain_img_size, pretrain_img_size)
+        self.pos_grid = (side[0] // patch_size, side[1] // patch_size)
         token_grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.use_cls_token else None
-        n_pos = 1 + self.pos_grid[0] * self.pos_grid[1]  # det keeps the checkpoint's cls row (ViTDet layout)
-        self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, embed_dim), requires_grad=mode != 'mae')
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if p.cls_token else None
+        # A cls row is stored even without a cls token (ViTDet keeps the checkpoint's layout).
+        n_pos = 1 + self.pos_grid[0] * self.pos_grid[1]
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, n_pos, embed_dim), requires_grad=p.pos_embed == 'learned'
+        )
 
-        if mode == 'det':
-            # ViTDet: 4 evenly spaced global blocks (B: 2,5,8,11; L: 5,11,17,23).
-            default = [(k + 1) * depth // 4 - 1 for k in range(4)]
-            global_blocks = set(default if global_blocks is None else global_blocks)
-        else:
-            global_blocks = set(range(depth))
+        gb = p.global_blocks(depth) if callable(p.global_blocks) else p.global_blocks
+        global_blocks = set(range(depth)) if gb is None or not p.window_size else {i % depth for i in gb}
         self.global_blocks = tuple(sorted(global_blocks))
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         blocks = []
         for i in range(depth):
-            windowed = mode == 'det' and i not in global_blocks
+            windowed = i not in global_blocks
             blocks.append(
                 Block(
                     embed_dim,
                     num_heads,
-                    mlp_ratio,
-                    qkv_bias,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
                     drop_path=dpr[i],
                     init_values=init_values,
                     norm_layer=norm_layer,
-                    window_size=window_size if windowed else 0,
-                    rel_pos=rel_pos,
-                    rel_pos_size=(window_size, window_size) if windowed else token_grid,
-                    cls_token=self.use_cls_token,
+                    window_size=p.window_size if windowed else 0,
+                    rel_pos=p.rel_pos,
+                    rel_pos_size=(p.window_size, p.window_size) if windowed else token_grid,
+                    cls_token=p.cls_token,
                     attn_impl=attn_impl,
                 )
             )
         self.blocks = nn.ModuleList(blocks)
-        self.norm = norm_layer(embed_dim) if self.final_norm else nn.Identity()
+        self.norm = norm_layer(embed_dim) if p.final_norm else nn.Identity()
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
@@ -159,7 +227,7 @@ class VisionTransformer(nn.Module):
 
     def reset_parameters(self) -> None:
         """MAE init: xavier-uniform Linear and flattened patch projection, N(0, .02) cls, LN (1, 0)."""
-        if self.mode == 'mae':
+        if self.preset.pos_embed == 'sincos':
             pe = get_2d_sincos_pos_embed(self.embed_dim, *self.pos_grid, cls_token=True)
             self.pos_embed.data.copy_(pe.unsqueeze(0))
         else:
@@ -179,12 +247,8 @@ class VisionTransformer(nn.Module):
 
     # --------------------------------------------------------------- helpers
     def no_weight_decay(self) -> set[str]:
-        """Names exempt from weight decay in the MAE recipe (norms and biases are exempt by shape)."""
-        names = {'pos_embed', 'cls_token'}
-        for name, _ in self.named_parameters():
-            if name.endswith(('relative_position_bias_table', 'rel_pos_h', 'rel_pos_w')):
-                names.add(name)
-        return names
+        """Names beyond 1-D parameters and biases that the MAE recipe does not decay (timm's convention)."""
+        return no_weight_decay_names(self.named_parameters())
 
     def get_layer_id(self, name: str) -> int:
         """Layer id for layer-wise LR decay: embeddings 0, ``blocks.i`` i+1, the rest depth+1."""
@@ -253,21 +317,7 @@ class VisionTransformer(nn.Module):
         return tuple(outs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """mae: tokens (B, 1+N, C); seg/det: tuple of NCHW maps at ``out_indices``."""
-        if self.mode == 'mae':
+        """``output='tokens'``: (B, num_prefix + N, C); ``'maps'``: tuple of NCHW maps at ``out_indices``."""
+        if self.preset.output == 'tokens':
             return self.forward_features(x)
         return self.forward_intermediates(x)
-
-
-def vit_config(arch: str) -> dict:
-    """Width, depth and heads of the standard sizes (``'base'``, ``'large'``, ``'huge'``, ...)."""
-    archs = {
-        'tiny': dict(embed_dim=192, depth=12, num_heads=3),
-        'small': dict(embed_dim=384, depth=12, num_heads=6),
-        'base': dict(embed_dim=768, depth=12, num_heads=12),
-        'large': dict(embed_dim=1024, depth=24, num_heads=16),
-        'huge': dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14),
-    }
-    if arch not in archs:
-        raise ValueError(f'arch={arch!r}: expected one of {sorted(archs)}')
-    return dict(archs[arch])

@@ -42,7 +42,8 @@ from torch import nn
 
 from ..data.image_folder import ImageFolder
 from ..errors import CheckpointError, NonFiniteLossError
-from ..models.mae import MaskedAutoencoder, mae_arch_config
+from ..models.archs import mae_config
+from ..models.mae import MaskedAutoencoder
 from ..optim.layer_decay import param_rule
 from .fallbacks import AmpOptimWrapperWithCpuFallback
 
@@ -120,17 +121,18 @@ class MAEPretrainer(MaskedAutoencoder, BaseModel):
     (``backbone.*``, ``mask_token``, ``decoder_*``; the preprocessor has no persistent state).
 
     Args:
-        arch: ``'base'``, ``'large'``, ``'huge'`` (or ``'tiny-test'``); see :data:`MAE_ARCH_CONFIGS`.
+        arch: ``'base'``, ``'large'``, ``'huge'`` (:data:`mae_dense.models.archs.ARCHS`), or ``None`` for
+            a model of another size given entirely by ``kwargs`` (``embed_dim``, ``depth``, ...).
         data_preprocessor: config or module; ``MAEDataPreprocessor`` (ImageNet mean/std) by default.
         **kwargs: :class:`MaskedAutoencoder` arguments over the arch's (``img_size``, ``mask_ratio``,
             ``norm_pix_loss``, ``grad_checkpointing``, ...).
     """
 
     def __init__(
-        self, arch: str = 'base', data_preprocessor: dict | nn.Module | None = None, **kwargs: Any
+        self, arch: str | None = 'base', data_preprocessor: dict | nn.Module | None = None, **kwargs: Any
     ) -> None:
         # MaskedAutoencoder's super().__init__() is BaseModel's (MRO): it installs a default preprocessor.
-        MaskedAutoencoder.__init__(self, **{**mae_arch_config(arch), **kwargs})
+        MaskedAutoencoder.__init__(self, **{**(mae_config(arch) if arch else {}), **kwargs})
         self.arch = arch
         if data_preprocessor is None:
             data_preprocessor = dict(type='MAEDataPreprocessor')

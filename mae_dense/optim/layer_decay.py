@@ -23,6 +23,7 @@ Three weight-decay policies:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from torch import nn
@@ -102,6 +103,20 @@ def param_rule(
         exempt = exempt or local.split('.')[0] in ('pos_embed', 'cls_token', 'mask_token')
         exempt = exempt or local.endswith(_TABLES)
     return ParamRule(layer_id, scale, 0.0 if exempt else weight_decay)
+
+
+def no_weight_decay_names(named_parameters: Iterable[tuple[str, nn.Parameter]], prefix: str = '') -> set[str]:
+    """timm's ``no_weight_decay()`` set under policy ``'mae'``: the exempt names beyond 1-D and biases.
+
+    (timm's optimizer factory exempts 1-D parameters and biases by itself, so they are not listed.)
+    """
+    return {
+        name
+        for name, p in named_parameters
+        if p.ndim > 1
+        and not name.endswith('.bias')
+        and param_rule(name, p.ndim, 0, 1.0, 1.0, 'mae', prefix).weight_decay == 0.0
+    }
 
 
 def norm_param_names(model: nn.Module, norm_types: tuple[type[nn.Module], ...] = NORM_TYPES) -> set[str]:

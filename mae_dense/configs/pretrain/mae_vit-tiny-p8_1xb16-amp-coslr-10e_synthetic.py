@@ -4,8 +4,18 @@
 _base_ = './_base_mae_in1k.py'
 
 img_size = 32
-# img 32, patch 8, 64-d 2 blocks; decoder 32-d 1 block (mae_dense.models.mae.MAE_ARCH_CONFIGS['tiny-test'])
-model = dict(arch='tiny-test', img_size=img_size)
+# A toy size given by its dimensions (arch=None): img 32, patch 8, 64-d 2 blocks 4 heads; decoder 32-d 1 block
+model = dict(
+    arch=None,
+    img_size=img_size,
+    patch_size=8,
+    embed_dim=64,
+    depth=2,
+    num_heads=4,
+    decoder_embed_dim=32,
+    decoder_depth=1,
+    decoder_num_heads=4,
+)
 train_dataloader = dict(
     batch_size=16,  # 1 process x 16; 64 images = 4 iterations per epoch
     num_workers=0,
