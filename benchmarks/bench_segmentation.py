@@ -97,6 +97,7 @@ def main() -> None:
     from mmseg.utils import register_all_modules
 
     import mae_dense.openmmlab  # noqa: F401
+    import mae_dense.openmmlab.segmentation  # noqa: F401
 
     register_all_modules(init_default_scope=True)
     ours_cfg, ref_cfg = configs(args)

@@ -79,6 +79,7 @@ def test_builds_and_runs_one_train_step(path):
     from mmseg.utils import register_all_modules
 
     import mae_dense.openmmlab  # noqa: F401
+    import mae_dense.openmmlab.segmentation  # noqa: F401
 
     register_all_modules(init_default_scope=True)  # an earlier Runner may have left another scope
     cfg = _load(path)

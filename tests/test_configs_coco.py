@@ -78,7 +78,7 @@ def test_recipe_values(path):
 
     cfg = Config.fromfile(str(path))
     large = '-l-' in path.name
-    assert cfg.custom_imports.imports == ['mae_dense.openmmlab']
+    assert cfg.custom_imports.imports == ['mae_dense.openmmlab', 'mae_dense.openmmlab.detection']
     bb = cfg.model.backbone
     assert (bb.type, bb.mode, bb.img_size, bb.patch_size, bb.window_size, bb.pretrain_img_size) == (
         'MAEDenseViT',

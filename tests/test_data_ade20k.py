@@ -221,11 +221,9 @@ def seg_datasets():
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
 
-    import mae_dense.openmmlab.datasets as datasets
-
     register_all_modules()
-    datasets.register_datasets()
-    datasets.register_datasets()  # idempotent
+    import mae_dense.openmmlab.datasets  # noqa: F401  (registers CheckedADE20KDataset)
+
     return DATASETS
 
 

@@ -51,26 +51,40 @@ def test_version_in_one_place():
     assert mae_dense.__version__.count('.') == 2
 
 
-def test_custom_imports_registers_everything(tmp_path):
+@pytest.mark.parametrize('task', ['pretrain', 'segmentation', 'detection'])
+def test_custom_imports_registers_everything(tmp_path, task):
+    imports = ['mae_dense.openmmlab'] + ([f'mae_dense.openmmlab.{task}'] if task != 'pretrain' else [])
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(
-        textwrap.dedent("""
-        custom_imports = dict(imports=['mae_dense.openmmlab'], allow_failed_imports=False)
+        textwrap.dedent(f"""
+        custom_imports = dict(imports={imports!r}, allow_failed_imports=False)
         backbone = dict(type='MAEDenseViT', mode='seg', img_size=32, embed_dim=64, depth=2, num_heads=4,
                         patch_size=8, out_indices=[0, 1])
     """)
     )
     code = textwrap.dedent(f"""
+        import sys
         from mmengine.config import Config
         cfg = Config.fromfile({str(cfg)!r})
-        from mmseg.registry import MODELS as S, OPTIM_WRAPPER_CONSTRUCTORS as SC
-        from mmdet.registry import MODELS as D
-        from mmengine.registry import OPTIM_WRAPPERS, MODELS as E
+        loaded = sorted({{m.split('.')[0] for m in sys.modules}} & {{'mmseg', 'mmdet', 'pycocotools'}})
+        # a pretraining run loads neither mmseg nor mmdet; a segmentation run no pycocotools of ours
+        # (mmseg's own Mask2Former heads import mmdet when it is installed)
+        expect = dict(pretrain=[], segmentation=['mmseg'], detection=['mmdet', 'pycocotools'])[{task!r}]
+        assert set(expect) <= set(loaded) and (loaded == [] if {task!r} == 'pretrain' else True), loaded
+        from mmengine.registry import OPTIM_WRAPPERS, OPTIM_WRAPPER_CONSTRUCTORS as C, MODELS as E
         from mmengine.runner.checkpoint import CheckpointLoader
-        for reg in (S, D):
+        registries = [E]
+        if {task!r} == 'segmentation':
+            from mmseg.registry import MODELS as S
+            registries.append(S)
+        if {task!r} == 'detection':
+            from mmdet.registry import MODELS as D
+            registries.append(D)
+        for reg in registries:
             m = reg.build(cfg.backbone)
             assert type(m).__name__ == 'VisionTransformer', type(m)
-        assert SC.get('ViTLayerDecayOptimizerConstructor') is not None
+        assert E.get('MAEPretrainer') is not None
+        assert C.get('ViTLayerDecayOptimizerConstructor') is not None
         assert OPTIM_WRAPPERS.get('AmpOptimWrapper').__name__ == 'AmpOptimWrapperWithCpuFallback'
         assert E.get('SyncBN').__name__ == 'SyncBNWithCpuFallback'
         assert CheckpointLoader._get_checkpoint_loader('x.pth').__module__ == 'mae_dense.openmmlab.loading'

@@ -62,6 +62,7 @@ def test_mmseg_policy_equals_mmseg_constructor():
     from test_segmentation import build_segmentor
 
     import mae_dense.openmmlab  # noqa: F401
+    import mae_dense.openmmlab.segmentation  # noqa: F401
 
     ref_model = _mmseg_segmentor()
     optim = dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)

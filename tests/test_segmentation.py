@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from helpers import TINY, randomize_
 
 import mae_dense.openmmlab  # noqa: F401
+import mae_dense.openmmlab.segmentation  # noqa: F401
 from mae_dense.models.dense_inference import ms_resize_shape, window_boxes
 
 

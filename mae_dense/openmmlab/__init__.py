@@ -1,22 +1,26 @@
 """The only place that imports mmengine/mmseg/mmdet: registers the project into their registries.
 
-``custom_imports=dict(imports=['mae_dense.openmmlab'], allow_failed_imports=False)`` in any config:
+Every config imports the core, ``custom_imports=dict(imports=['mae_dense.openmmlab'], ...)``, which
 
 * installs the project's checkpoint-loading policy into mmengine (``load_checkpoint``,
   ``_load_checkpoint``, ``Runner.resume``/``load_from``);
 * makes ``AmpOptimWrapper`` and ``SyncBN`` fall back cleanly on a machine without CUDA;
-* registers the ViT backbone, the layer-decay optimizer constructor and the other modules into the
-  mmengine, mmseg and mmdet registries.
+* registers the ViT backbone (mmengine), the layer-decay optimizer constructor, the pretraining model,
+  loop and hooks (mmengine only: a pretraining run loads neither mmseg nor mmdet).
+
+A task adds its own module: ``mae_dense.openmmlab.segmentation`` (mmseg: the segmentor, the checked ADE20K
+dataset) or ``mae_dense.openmmlab.detection`` (mmdet: the neck, LN2d, the checked COCO dataset).
 """
 
-from .datasets import register_datasets
+from mmengine.registry import MODELS as ENGINE_MODELS
+
+from . import hooks, optim, pretrain  # noqa: F401  (register on import)
 from .fallbacks import install_cpu_fallbacks
 from .loading import install_loading_policy
-from .registry import register_all
+from .registry import register_backbone
 
 install_loading_policy()
 install_cpu_fallbacks()
-register_all()
-register_datasets()
+register_backbone(ENGINE_MODELS)
 
-__all__ = ['install_cpu_fallbacks', 'install_loading_policy', 'register_all', 'register_datasets']
+__all__ = ['install_cpu_fallbacks', 'install_loading_policy', 'register_backbone']

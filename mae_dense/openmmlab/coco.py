@@ -17,7 +17,7 @@ from mmengine.fileio import get_local_path
 
 from ..data.coco import SPLITS, ann_file_path, check_coco, check_coco_files, coco_classes, image_dir_path
 
-__all__ = ['CheckedCocoDataset', 'coco_split', 'register_coco_datasets']
+__all__ = ['CheckedCocoDataset', 'coco_split']
 
 _ANN_FILE_PATTERN = re.compile(r'instances_([a-z]+)2017\.json$')
 
@@ -28,6 +28,7 @@ def coco_split(ann_file: str | Path) -> str | None:
     return match.group(1) if match else None
 
 
+@DATASETS.register_module(force=True)
 class CheckedCocoDataset(CocoDataset):
     """``CocoDataset`` whose ``load_data_list`` first checks the annotation file and the images on disk.
 
@@ -76,11 +77,3 @@ class CheckedCocoDataset(CocoDataset):
             check_coco(root, split, check_sizes=self.check_sizes)
         else:
             check_coco_files(ann_file, img_dir, check_sizes=self.check_sizes)
-
-
-def register_coco_datasets() -> None:
-    """Register ``CheckedCocoDataset`` into mmdet's ``DATASETS``; idempotent."""
-    DATASETS.register_module(name='CheckedCocoDataset', module=CheckedCocoDataset, force=True)
-
-
-register_coco_datasets()

@@ -14,9 +14,10 @@ from mmseg.registry import DATASETS
 
 from ..data.ade20k import SPLITS, check_ade20k, check_split_dirs
 
-__all__ = ['CheckedADE20KDataset', 'register_datasets']
+__all__ = ['CheckedADE20KDataset']
 
 
+@DATASETS.register_module(force=True)
 class CheckedADE20KDataset(ADE20KDataset):
     """``ADE20KDataset`` whose ``load_data_list`` first checks the split on disk.
 
@@ -54,11 +55,3 @@ class CheckedADE20KDataset(ADE20KDataset):
             check_ade20k(root, split, num_classes=num_classes, check_values=self.check_values)
         else:
             check_split_dirs(img_dir, ann_dir, num_classes=num_classes, check_values=self.check_values)
-
-
-def register_datasets() -> None:
-    """Register ``CheckedADE20KDataset`` into mmseg's ``DATASETS``; idempotent."""
-    DATASETS.register_module(name='CheckedADE20KDataset', module=CheckedADE20KDataset, force=True)
-
-
-register_datasets()

@@ -1,8 +1,9 @@
 """ViTDet-style Mask R-CNN pieces for mmdet 3.x: the simple feature pyramid, a channel LayerNorm, fp16 DDP.
 
 Importing this module (``custom_imports=dict(imports=['mae_dense.openmmlab',
-'mae_dense.openmmlab.detection'])``) registers:
+'mae_dense.openmmlab.detection'])``, as the COCO configs do) registers:
 
+* ``MAEDenseViT`` (mmdet ``MODELS``): the project's ViT;
 * ``MAEDenseSimpleFPN`` (mmdet ``MODELS``): :class:`mae_dense.models.necks.SimpleFPN`;
 * ``LN2d`` (mmdet and mmengine ``MODELS``): detectron2's channel LayerNorm, usable as
   ``norm_cfg=dict(type='LN2d', eps=1e-6)`` in mmdet's conv heads (mmcv's ``build_norm_layer``);
@@ -13,6 +14,7 @@ Importing this module (``custom_imports=dict(imports=['mae_dense.openmmlab',
 
 from __future__ import annotations
 
+from mmdet.registry import MODELS as DET_MODELS
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
@@ -21,8 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..models.necks import LayerNorm2d, SimpleFPN
 from . import coco  # noqa: F401  (registers CheckedCocoDataset, which the COCO configs use)
+from .registry import register_backbone
 
-__all__ = ['Fp16CompressionHook', 'register_detection']
+__all__ = ['Fp16CompressionHook']
 
 NECK_NAME = 'MAEDenseSimpleFPN'
 NORM_NAME = 'LN2d'
@@ -60,13 +63,7 @@ class Fp16CompressionHook(Hook):
             )
 
 
-def register_detection() -> None:
-    """Register the neck and the channel LayerNorm; idempotent."""
-    from mmdet.registry import MODELS as DET_MODELS
-
-    DET_MODELS.register_module(name=NECK_NAME, module=SimpleFPN, force=True)
-    for registry in (ENGINE_MODELS, DET_MODELS):
-        registry.register_module(name=NORM_NAME, module=LayerNorm2d, force=True)
-
-
-register_detection()
+register_backbone(DET_MODELS)
+DET_MODELS.register_module(name=NECK_NAME, module=SimpleFPN, force=True)
+for _registry in (ENGINE_MODELS, DET_MODELS):
+    _registry.register_module(name=NORM_NAME, module=LayerNorm2d, force=True)

@@ -1,20 +1,15 @@
-"""Register the project's modules into the mmengine, mmseg and mmdet registries."""
+"""The project's ViT under one name in the OpenMMLab registries that build backbones."""
 
 from __future__ import annotations
 
-from mmengine.registry import MODELS as ENGINE_MODELS
+from mmengine.registry import Registry
 
 from ..models.vit import VisionTransformer
-from . import coco, detection, hooks, pretrain, segmentation  # noqa: F401  (register on import)
-from .optim import ViTLayerDecayOptimizerConstructor  # noqa: F401  (registered on import)
 
 BACKBONE_NAME = 'MAEDenseViT'
 
 
-def register_all() -> None:
-    """Idempotent: registering twice replaces the entries with the same classes."""
-    from mmdet.registry import MODELS as DET_MODELS
-    from mmseg.registry import MODELS as SEG_MODELS
-
-    for registry in (ENGINE_MODELS, SEG_MODELS, DET_MODELS):
+def register_backbone(*registries: Registry) -> None:
+    """Register :class:`VisionTransformer` as ``MAEDenseViT`` in each registry; idempotent."""
+    for registry in registries:
         registry.register_module(name=BACKBONE_NAME, module=VisionTransformer, force=True)

@@ -6,7 +6,9 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
-custom_imports = dict(imports=['mae_dense.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mae_dense.openmmlab', 'mae_dense.openmmlab.segmentation'], allow_failed_imports=False
+)
 
 crop_size = (512, 512)
 num_layers = 12

@@ -5,7 +5,9 @@ _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::common/lsj-100e_coco-instance.py',
 ]
-custom_imports = dict(imports=['mae_dense.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mae_dense.openmmlab', 'mae_dense.openmmlab.detection'], allow_failed_imports=False
+)
 
 image_size = (1024, 1024)
 embed_dim = 768
