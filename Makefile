@@ -34,9 +34,9 @@ test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 data/demo/.done: | setup
-	$(PY) tools/dataset_converters/make_synthetic_ade20k.py -o $(DEMO_ADE) --num-train 48 --num-val 8 --seed 0
-	$(PY) tools/dataset_converters/make_synthetic_coco.py -o data/demo/coco --num-train 24 --num-val 6 --seed 0
-	$(PY) -m mae_dense.data.image_folder data/demo/pretrain
+	$(PY) -m mae_dense.data.synthetic ade20k -o $(DEMO_ADE) --num-train 48 --num-val 8 --seed 0
+	$(PY) -m mae_dense.data.synthetic coco -o data/demo/coco --num-train 24 --num-val 6 --seed 0
+	$(PY) -m mae_dense.data.synthetic image-folder -o data/demo/pretrain --num-train 64 --seed 0
 	@touch $@
 
 demo-data: data/demo/.done

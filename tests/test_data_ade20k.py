@@ -87,7 +87,7 @@ def test_missing_root(tmp_path: Path) -> None:
     message = _one_line_error('not found', check_ade20k, tmp_path / 'nope')
     assert str(tmp_path / 'nope') in message
     assert 'data/ade/ADEChallengeData2016' in message
-    assert 'make_synthetic_ade20k.py' in message and 'ade20k.py' in message
+    assert 'mae_dense.data.synthetic ade20k' in message and 'ade20k.py' in message
 
 
 def test_missing_split_dir(ade: Path) -> None:
@@ -197,6 +197,20 @@ def test_make_synthetic_cli(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert '3 training, 2 validation' in done.stdout
     assert len(check_ade20k(out, 'training')) == 3
+
+
+@pytest.mark.parametrize('kind', ['ade20k', 'coco', 'image-folder'])
+def test_synthetic_cli_one_convention(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / kind
+    args = [sys.executable, '-m', 'mae_dense.data.synthetic', kind, '-o', str(out), '--num-train', '4']
+    done = subprocess.run(
+        [*args, '--num-val', '2', '--seed', '1'], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('wrote ') and str(out) in done.stdout
+    assert {'ade20k': '4 training, 2 validation', 'coco': 'train 4 images', 'image-folder': '4 images'}[
+        kind
+    ] in (done.stdout)
 
 
 # ------------------------------------------------------------------------------------ mmseg integration

@@ -19,9 +19,9 @@ from mae_dense.data.coco import (
     check_coco,
     check_coco_files,
     coco_classes,
-    generate_synthetic_coco,
     image_dir_path,
 )
+from mae_dense.data.synthetic import generate_synthetic_coco
 
 NUM_TRAIN, NUM_VAL = 6, 4
 CLASSES = tuple(category['name'] for category in CATEGORIES)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import run_tool as _run
 
-from mae_dense.data.coco import generate_synthetic_coco
+from mae_dense.data import generate_synthetic_coco
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = 'configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py'

@@ -96,8 +96,7 @@ def test_bad_pipeline_config_one_line(tmp_path):
 @pytest.mark.slow
 def test_pipeline_end_to_end_pretrain_ade20k_coco(tmp_path):
     """pretrain -> ADE20K (ss + ms+flip) -> COCO -> report, all on synthetic data at tiny scale."""
-    from mae_dense.data import generate_synthetic_image_folder
-    from mae_dense.data.coco import generate_synthetic_coco
+    from mae_dense.data import generate_synthetic_coco, generate_synthetic_image_folder
 
     ade = generate_synthetic_ade20k(tmp_path / 'ADEChallengeData2016', num_train=4, num_val=2, seed=3)
     coco = generate_synthetic_coco(tmp_path / 'coco', num_train=4, num_val=2, seed=3)

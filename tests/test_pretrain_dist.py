@@ -93,7 +93,7 @@ def test_two_gloo_processes_equal_one_process_with_double_batch(tmp_path):
 @pytest.mark.slow
 def test_dist_train_sh_two_processes_rank0_writes_and_resumes(tmp_path):
     from mae_dense.checkpoint import load_file
-    from mae_dense.data.image_folder import generate_synthetic_image_folder
+    from mae_dense.data import generate_synthetic_image_folder
 
     data = generate_synthetic_image_folder(tmp_path / 'data', images_per_class=2, size=40)  # 8 images
     work = tmp_path / 'work'

@@ -1,4 +1,4 @@
-"""ADE20K (ADEChallengeData2016) on disk: a synthetic generator, a layout checker and the zip converter.
+"""ADE20K (ADEChallengeData2016) on disk: the layout checker and the zip converter.
 
 Plain numpy/PIL: nothing here imports mmengine, mmseg or mmdet. The layout is the one mmseg's ADE20K
 configs read (``data/ade/ADEChallengeData2016`` by default)::
@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -27,11 +26,10 @@ __all__ = [
     'DEFAULT_DATA_ROOT',
     'SPLITS',
     'TOP_FOLDER',
-    'DataError',
     'check_ade20k',
     'check_split_dirs',
     'convert_official_zip',
-    'generate_synthetic_ade20k',
+    'split_dirs',
 ]
 
 TOP_FOLDER = 'ADEChallengeData2016'
@@ -39,130 +37,19 @@ DEFAULT_DATA_ROOT = f'data/ade/{TOP_FOLDER}'
 SPLITS = ('training', 'validation')
 IMG_SUFFIX = '.jpg'
 SEG_SUFFIX = '.png'
-_STEM_PREFIX = {'training': 'ADE_train_', 'validation': 'ADE_val_'}
+STEM_PREFIX = {'training': 'ADE_train_', 'validation': 'ADE_val_'}
 _HOW_TO_GET_DATA = (
-    'make synthetic data with `python tools/dataset_converters/make_synthetic_ade20k.py -o DIR` '
+    'make synthetic data with `python -m mae_dense.data.synthetic ade20k -o DIR` '
     'or convert the official zip with `python tools/dataset_converters/ade20k.py '
     'ADEChallengeData2016.zip -o data/ade`'
 )
 _NAMES_SHOWN = 3
 
 
-# --------------------------------------------------------------------------------------------- generator
-
-
-def _class_colours(num_classes: int) -> np.ndarray:
-    """A fixed (seed-independent) RGB colour per label 0..num_classes, so the set is learnable."""
-    colours = np.random.default_rng(2016).integers(30, 226, size=(num_classes + 1, 3))
-    colours[0] = 128  # "other": mid grey, told apart from the classes only by its larger noise
-    return colours.astype(np.float32)
-
-
-def _active_classes(num_classes: int, count: int) -> np.ndarray:
-    """``count`` class ids spread over 1..num_classes (first and last included) shared by both splits."""
-    count = max(1, min(count, num_classes))
-    return np.unique(np.linspace(1, num_classes, count).round().astype(np.int64))
-
-
-def _image_size(index: int, total: int, rng: np.random.Generator) -> tuple[int, int]:
-    """(height, width): landscape, portrait, tiny (short side < 64), then random shapes."""
-    tiny_index = min(2, total - 1)
-    short = int(rng.integers(40, 64)) if index == tiny_index else int(rng.integers(64, 161))
-    if index == 0:
-        aspect = rng.uniform(1.3, 1.8)
-    elif index == 1:
-        aspect = 1.0 / rng.uniform(1.3, 1.65)  # 1 / aspect stays >= 0.6
-    else:
-        aspect = rng.uniform(0.6, 1.8)
-    if aspect >= 1.0:
-        return short, int(round(short * aspect))
-    return int(round(short / aspect)), short
-
-
-def _draw_shape(label: np.ndarray, value: int, rng: np.random.Generator) -> None:
-    """Fill a random rectangle or ellipse of ``label`` with ``value`` in place."""
-    h, w = label.shape
-    ch, cw = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
-    rh, rw = rng.uniform(0.1, 0.35) * h, rng.uniform(0.1, 0.35) * w
-    yy, xx = np.mgrid[0:h, 0:w]
-    if rng.random() < 0.5:
-        mask = (np.abs(yy - ch) <= rh) & (np.abs(xx - cw) <= rw)
-    else:
-        mask = ((yy - ch) / rh) ** 2 + ((xx - cw) / rw) ** 2 <= 1.0
-    label[mask] = value
-
-
-def _synthetic_pair(
-    size: tuple[int, int], classes: Iterator[int], colours: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """One (RGB uint8 image, uint8 label) pair: a background class, 2-4 shapes, sometimes an "other" blob."""
-    label = np.full(size, next(classes), dtype=np.uint8)
-    for _ in range(int(rng.integers(2, 5))):
-        _draw_shape(label, next(classes), rng)
-    if rng.random() < 0.5:
-        _draw_shape(label, 0, rng)
-    noise_scale = np.where(label == 0, 40.0, 12.0)[..., None]
-    image = colours[label] + rng.normal(size=(*size, 3)) * noise_scale
-    return np.clip(image, 0, 255).astype(np.uint8), label
-
-
-def _class_stream(active: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
-    """Endless shuffled passes over ``active``, so every class appears once enough shapes are drawn."""
-    while True:
-        yield from (int(c) for c in rng.permutation(active))
-
-
-def generate_synthetic_ade20k(
-    root: str | Path,
-    num_train: int = 8,
-    num_val: int = 4,
-    seed: int = 0,
-    num_classes: int = 150,
-    num_active_classes: int = 12,
-) -> Path:
-    """Write a tiny, learnable dataset in the exact ADEChallengeData2016 layout.
-
-    Each image is a few rectangles/ellipses, each a class id in the label PNG and a fixed per-class colour
-    plus noise in the JPEG. Sizes vary (short side 40..160, aspect 0.6..1.8; portrait, landscape and a
-    side under 64 in each split). Deterministic given ``seed``.
-
-    Args:
-        root: Output directory (the ``ADEChallengeData2016`` folder itself); created if needed.
-        num_train: Number of training pairs.
-        num_val: Number of validation pairs.
-        seed: Seed of the random layout and noise.
-        num_classes: Labels take values in 0..num_classes (0 = other/ignore).
-        num_active_classes: How many class ids (spread over 1..num_classes) the shapes use.
-
-    Returns:
-        ``root`` as a Path.
-    """
-    if num_train < 1 or num_val < 1 or num_classes < 1 or num_classes > 255:
-        raise DataError(
-            f'generate_synthetic_ade20k: need num_train >= 1, num_val >= 1 and 1 <= num_classes <= 255, '
-            f'got {num_train}, {num_val}, {num_classes}'
-        )
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    colours = _class_colours(num_classes)
-    active = _active_classes(num_classes, num_active_classes)
-    for split, count in zip(SPLITS, (num_train, num_val)):
-        img_dir, ann_dir = _split_dirs(root, split)
-        img_dir.mkdir(parents=True, exist_ok=True)
-        ann_dir.mkdir(parents=True, exist_ok=True)
-        classes = _class_stream(active, rng)
-        for i in range(count):
-            image, label = _synthetic_pair(_image_size(i, count, rng), classes, colours, rng)
-            stem = f'{_STEM_PREFIX[split]}{i + 1:08d}'
-            Image.fromarray(image).save(img_dir / f'{stem}{IMG_SUFFIX}', quality=95)
-            Image.fromarray(label).save(ann_dir / f'{stem}{SEG_SUFFIX}')
-    return root
-
-
 # ----------------------------------------------------------------------------------------------- checker
 
 
-def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:
+def split_dirs(root: Path, split: str) -> tuple[Path, Path]:
     return root / 'images' / split, root / 'annotations' / split
 
 
@@ -301,7 +188,7 @@ def check_ade20k(
             f'ADE20K data root {root} not found (mmseg configs default to {DEFAULT_DATA_ROOT}); '
             f'{_HOW_TO_GET_DATA}'
         )
-    img_dir, ann_dir = _split_dirs(root, split)
+    img_dir, ann_dir = split_dirs(root, split)
     for directory in (img_dir, ann_dir):
         if not directory.is_dir():
             raise DataError(

@@ -4,7 +4,7 @@
 # hook and CocoMetric as the real config; only sizes, data root, scale range and schedule are scaled down.
 _base_ = '../coco/mask-rcnn_vit-b-mae_lsj-100e_coco.py'
 
-data_root = 'data/demo/coco/'  # written by mae_dense.data.coco.generate_synthetic_coco
+data_root = 'data/demo/coco/'  # written by python -m mae_dense.data.synthetic coco
 image_size = (128, 128)  # synthetic images have sides of 64-250 px
 embed_dim = 96
 num_layers = 4

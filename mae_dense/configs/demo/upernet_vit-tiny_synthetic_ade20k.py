@@ -3,9 +3,7 @@
 # ms+flip protocol as the real config; only sizes, data root and schedule are scaled down.
 _base_ = '../ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py'
 
-data_root = (
-    'data/demo/ade/ADEChallengeData2016'  # written by tools/dataset_converters/make_synthetic_ade20k.py
-)
+data_root = 'data/demo/ade/ADEChallengeData2016'  # written by python -m mae_dense.data.synthetic ade20k
 crop_size = (128, 128)
 scale = (512, 128)  # the real (2048, 512) divided by 4
 embed_dim = 96

@@ -1,6 +1,6 @@
 # The pretraining recipe at toy scale on a synthetic image folder (2 CPU cores, well under a minute):
 # same model class, optimiser, lr rule, AMP wrapper (fp32 fallback on CPU), schedule shape and hooks as
-# the ImageNet configs. Data: python -m mae_dense.data.image_folder data/demo/pretrain
+# the ImageNet configs. Data: python -m mae_dense.data.synthetic image-folder -o data/demo/pretrain
 _base_ = './_base_mae_in1k.py'
 
 img_size = 32
