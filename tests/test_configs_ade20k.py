@@ -54,8 +54,16 @@ def test_recipe_values(path):
         0.05,
         0.65,
     )
+    assert ow.paramwise_cfg.wd_policy == 'mmseg'  # the published run's groups, by default
     warm, poly = cfg.param_scheduler
-    assert (warm.end, poly.begin, poly.end, poly.power, poly.eta_min) == (1500, 1500, 160000, 1.0, 0.0)
+    assert (warm.start_factor, warm.end, poly.begin, poly.end, poly.power, poly.eta_min) == (
+        1e-6,
+        1501,  # mmengine reaches `end - 1`: the factor is 1 at iteration 1500, as 0.x's warm-up
+        0,  # 0.x: the poly decay runs from iteration 0 and the warm-up multiplies it
+        160001,
+        1.0,
+        0.0,
+    )
     assert cfg.train_cfg.max_iters == 160000 and cfg.train_dataloader.batch_size == 2  # x 8 GPUs = 16
     tc = cfg.model.test_cfg
     assert (tc.mode, tuple(tc.crop_size), tuple(tc.stride)) == ('slide', (512, 512), (341, 341))
@@ -68,6 +76,64 @@ def test_recipe_values(path):
         ]
     else:
         assert 'aug' not in tc
+
+
+def test_schedule_is_mmseg_0x_poly_times_linear_warmup():
+    from mmengine.optim.scheduler import LinearLR, PolyLR
+
+    cfg = _load(ROOT / 'configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py')
+    base, total, warmup, ratio = cfg.optim_wrapper.optimizer.lr, 160000, 1500, 1e-6
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=base)
+    kinds = dict(LinearLR=LinearLR, PolyLR=PolyLR)
+    schedulers = [kinds[s.pop('type')](opt, **s) for s in (dict(s) for s in cfg.param_scheduler)]
+    for t in range(total):
+        # mmcv 0.x (runner/hooks/lr_updater.py): PolyLrUpdaterHook.get_lr, then get_warmup_lr('linear')
+        regular = base * (1 - t / total) ** 1.0
+        if t < warmup:
+            k = (1 - t / warmup) * (1 - ratio)
+            expect = regular * (1 - k)
+        else:
+            expect = regular
+        if t < 3000 or t % 997 == 0 or t > total - 3:
+            assert opt.param_groups[0]['lr'] == pytest.approx(expect, rel=1e-6, abs=1e-15), t
+        for s in schedulers:
+            s.step()
+
+
+def test_published_configs_build_mmsegs_optimizer_groups():
+    """The ADE20K config with mmseg's published name builds mmseg's own layer-decay groups by default."""
+    import mmseg
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    import mae_dense.openmmlab  # noqa: F401
+    import mae_dense.openmmlab.segmentation  # noqa: F401
+    from mae_dense.checkpoint.layouts import canonical_to_mm
+
+    register_all_modules(init_default_scope=True)
+    ours_cfg = _load(ROOT / 'configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py')
+    mim = Path(mmseg.__file__).parent / '.mim/configs/mae'
+    ref_cfg = Config.fromfile(str(mim / 'mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'))
+    ref_cfg.model.pretrained = None
+    ours, ref = MODELS.build(ours_cfg.model), MODELS.build(ref_cfg.model)
+    ours_groups = build_optim_wrapper(ours, ours_cfg.optim_wrapper).optimizer.param_groups
+    ref_groups = build_optim_wrapper(ref, ref_cfg.optim_wrapper).optimizer.param_groups
+
+    def by_name(model, groups, rename=lambda n: n):
+        ids = {id(p): n for n, p in model.named_parameters()}
+        return {rename(ids[id(p)]): (g['lr'], g['weight_decay']) for g in groups for p in g['params']}
+
+    def mm(name: str) -> str:
+        return 'backbone.' + canonical_to_mm(name[9:]) if name.startswith('backbone.') else name
+
+    got, expect = by_name(ours, ours_groups, mm), by_name(ref, ref_groups)
+    assert set(got) == set(expect) and len(got) > 200
+    for name, (lr, wd) in expect.items():
+        assert got[name][0] == pytest.approx(lr) and got[name][1] == wd, name
+    assert got['backbone.pos_embed'][1] == got['backbone.cls_token'][1] == 0.05  # decayed, as in 0.x
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)

@@ -201,3 +201,28 @@ def test_amp_and_syncbn_config_runs_one_step_on_cpu(dtype):
     state = wrapper.state_dict()
     state['loss_scaler'] = {'scale': 65536.0}  # a GPU checkpoint resumes on CPU
     wrapper.load_state_dict(state)
+
+
+def test_fp32_override_trains_without_autocast_or_loss_scaler():
+    """`--cfg-options optim_wrapper.dtype=float32`: the documented way to train in fp32 like mmseg 0.x."""
+    from mmengine.optim import build_optim_wrapper
+
+    import mae_dense.openmmlab  # noqa: F401
+
+    model = torch.nn.Linear(4, 2)
+    cfg = dict(
+        type='AmpOptimWrapper', loss_scale='dynamic', dtype='float32', optimizer=dict(type='AdamW', lr=1e-3)
+    )
+    wrapper = build_optim_wrapper(model, cfg)
+    assert (
+        wrapper.plain
+        and not wrapper.cpu_fallback
+        and wrapper.loss_scaler is None
+        and wrapper.cast_dtype is None
+    )
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with wrapper.optim_context(model):
+        loss = model(torch.randn(3, 4)).square().mean()
+    wrapper.update_params(loss)
+    assert seen == [torch.float32] and 'loss_scaler' not in wrapper.state_dict()

@@ -287,6 +287,45 @@ def test_config_optim_wrapper_is_amp_with_cpu_fallback():
     assert seen == [torch.bfloat16] and torch.isfinite(loss['loss'])
 
 
+def _decayed(model, wrapper) -> set[str]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)] for g in wrapper.optimizer.param_groups if g['weight_decay'] for p in g['params']}
+
+
+@pytest.mark.parametrize('wd_policy', ['mmpretrain', 'official'])
+def test_pretraining_weight_decay_sets_equal_the_published_recipes(wd_policy):
+    from mmengine.optim import build_optim_wrapper
+
+    model = _tiny_model()
+    paramwise = dict(base_lr=1.5e-4, batch_size=8, wd_policy=wd_policy)
+    optim = dict(type='AdamW', betas=(0.9, 0.95), weight_decay=0.05)
+    ours = build_optim_wrapper(
+        model,
+        dict(optimizer=optim, constructor='MAEPretrainOptimWrapperConstructor', paramwise_cfg=paramwise),
+    )
+    if wd_policy == 'mmpretrain':
+        # mmpretrain's configs/mae: mmengine's constructor with these custom keys (its 'ln' is our 'norm')
+        keys = ('norm', 'bias', 'pos_embed', 'mask_token', 'cls_token')
+        ref = build_optim_wrapper(
+            model,
+            dict(
+                optimizer=dict(optim, lr=1e-3),
+                paramwise_cfg=dict(custom_keys={k: dict(decay_mult=0.0) for k in keys}),
+            ),
+        )
+        expect = _decayed(model, ref)
+    else:
+        # main_pretrain.py: timm 0.3.2's add_weight_decay(model, wd) with no skip list
+        expect = {
+            n
+            for n, p in model.named_parameters()
+            if p.requires_grad and not (p.ndim == 1 or n.endswith('.bias'))
+        }
+    got = _decayed(model, ours)
+    assert got == expect
+    assert ({'backbone.cls_token', 'mask_token'} <= got) == (wd_policy == 'official')
+
+
 def _wrapper(model: torch.nn.Module, **kwargs) -> pretrain.SkipNonFiniteAmpOptimWrapper:
     return OPTIM_WRAPPERS.build(
         dict(type='SkipNonFiniteAmpOptimWrapper', **kwargs),

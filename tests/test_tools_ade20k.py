@@ -1,4 +1,4 @@
-"""The seed's commands end to end on synthetic ADE20K: train, `dist_test.sh ... --eval`, --out, --show-dir."""
+"""The OpenMMLab commands end to end on synthetic ADE20K: train, `dist_test.sh ... --eval`, --out, --show-dir."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def ms_flip_probs(
     out_size: tuple[int, int] | None = None,
     align_corners: bool = False,
 ) -> torch.Tensor:
-    """Multi-scale (+ flip) softmax scores averaged at the output size (the seed's 48.70 protocol).
+    """Multi-scale (+ flip) softmax scores averaged at the output size (mmseg 0.x's protocol behind 48.70 mIoU).
 
     Args:
         encode_image: full-image logits at input resolution for a batch (e.g. sliding windows).

@@ -33,47 +33,57 @@ def _has_accelerator() -> bool:
 
 
 class AmpOptimWrapperWithCpuFallback(AmpOptimWrapper):
-    """mmengine's AmpOptimWrapper; without an accelerator: bf16 CPU autocast (dtype='bfloat16') or fp32."""
+    """mmengine's AmpOptimWrapper, plus two plain fp32 cases (no autocast, no loss scaler, one log line).
+
+    * ``dtype='float32'``: full precision on any device, as mmseg 0.x's MAE run trained
+      (``--cfg-options optim_wrapper.dtype=float32``).
+    * No accelerator: bf16 CPU autocast when ``dtype='bfloat16'``, else fp32 (fp16 autocast needs CUDA).
+    """
 
     def __init__(self, loss_scale='dynamic', dtype=None, use_fsdp: bool = False, **kwargs) -> None:
-        self.cpu_fallback = not _has_accelerator()
-        if not self.cpu_fallback:
+        name = str(dtype).replace('torch.', '') if dtype is not None else None
+        fp32 = name == 'float32'
+        self.cpu_fallback = not fp32 and not _has_accelerator()
+        self.plain = fp32 or self.cpu_fallback  # mmengine's OptimWrapper path, autocast added by hand
+        if not self.plain:
             super().__init__(loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp, **kwargs)
             return
         OptimWrapper.__init__(self, **kwargs)
-        bf16 = str(dtype).replace('torch.', '') == 'bfloat16'
-        self.cast_dtype = torch.bfloat16 if bf16 else None
+        self.cast_dtype = torch.bfloat16 if name == 'bfloat16' else None
         self.loss_scaler = None
+        if fp32:
+            _warn_once('fp32', 'AmpOptimWrapper: dtype=float32, training in full precision (no autocast)')
+            return
         _warn_once(
             'amp',
             'AmpOptimWrapper: no CUDA device, mixed precision falls back to '
-            + ('bf16 autocast on CPU' if bf16 else 'fp32 on CPU (fp16 autocast needs CUDA)'),
+            + ('bf16 autocast on CPU' if self.cast_dtype else 'fp32 on CPU (fp16 autocast needs CUDA)'),
         )
 
     def backward(self, loss: torch.Tensor, **kwargs) -> None:
-        if self.cpu_fallback:
+        if self.plain:
             return OptimWrapper.backward(self, loss, **kwargs)
         return super().backward(loss, **kwargs)
 
     def step(self, **kwargs) -> None:
-        if self.cpu_fallback:
+        if self.plain:
             return OptimWrapper.step(self, **kwargs)
         return super().step(**kwargs)
 
     def state_dict(self) -> dict:
-        if self.cpu_fallback:
+        if self.plain:
             return OptimWrapper.state_dict(self)
         return super().state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if self.cpu_fallback:
+        if self.plain:
             state_dict = {k: v for k, v in state_dict.items() if k != 'loss_scaler'}
             return OptimWrapper.load_state_dict(self, state_dict)
         return super().load_state_dict(state_dict)
 
     @contextlib.contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
-        if not self.cpu_fallback:
+        if not self.plain:
             with super().optim_context(model):
                 yield
             return

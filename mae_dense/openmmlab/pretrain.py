@@ -57,6 +57,7 @@ __all__ = [
     'MAEPretrainOptimWrapperConstructor',
     'MAEPretrainer',
     'NonFiniteLossError',
+    'PRETRAIN_WD_POLICIES',
     'RandomStateHook',
     'SkipNonFiniteAmpOptimWrapper',
     'all_ranks_finite',
@@ -175,6 +176,17 @@ class MAEImageFolder(ImageFolder):
 
 
 # ========================================================================================== optimisation
+# The weight-decay sets of the two published MAE pretraining recipes, as param_rule policies.
+PRETRAIN_WD_POLICIES = {
+    # mmpretrain/mmselfsup's MAE configs (whose names and published numbers the pretraining configs carry):
+    # custom_keys ln, bias, pos_embed, mask_token, cls_token with decay_mult 0.
+    'mmpretrain': 'mae',
+    # The official main_pretrain.py: timm's add_weight_decay without a skip list exempts only 1-D parameters
+    # and biases, so cls_token and mask_token are decayed (the same rule as mmseg's groups).
+    'official': 'mmseg',
+}
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module(force=True)
 class MAEPretrainOptimWrapperConstructor:
     """AdamW over two groups (weight decay / none) with the lr scaled by the effective batch.
@@ -183,23 +195,27 @@ class MAEPretrainOptimWrapperConstructor:
         base_lr (float): blr, the lr for a batch of ``base_batch_size`` (1.5e-4 in the recipe).
         base_batch_size (int): 256.
         batch_size (int): per-process batch; filled in by :class:`MAEPretrainLoop` from the real loader.
+        wd_policy (str): which published recipe's weight-decay set (:data:`PRETRAIN_WD_POLICIES`):
+            ``'mmpretrain'`` (default) or ``'official'``.
 
     lr = base_lr x effective batch / base_batch_size, effective batch = per-process batch x
     ``accumulative_counts`` x world size (mmengine's ``auto_scale_lr`` ignores ``accumulative_counts``,
-    which is how the recipe's 4096 is reached on fewer GPUs, so it cannot be used here). No weight decay
-    for 1-D parameters (norms), biases, ``pos_embed``, ``cls_token``, ``mask_token``: the project's one
-    rule, :func:`mae_dense.optim.layer_decay.param_rule` with policy ``'mae'`` and no layer decay, as
-    mmselfsup's MAE configs (the official ``main_pretrain.py`` calls timm's ``add_weight_decay`` without a
-    skip list, so there the 3-D ``cls_token`` and ``mask_token`` are decayed too).
+    which is how the recipe's 4096 is reached on fewer GPUs, so it cannot be used here). The groups come
+    from the project's one rule, :func:`mae_dense.optim.layer_decay.param_rule`, without layer decay.
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None) -> None:
         cfg = dict(paramwise_cfg or {})
-        unknown = set(cfg) - {'base_lr', 'base_batch_size', 'batch_size'}
+        unknown = set(cfg) - {'base_lr', 'base_batch_size', 'batch_size', 'wd_policy'}
         if unknown or 'base_lr' not in cfg:
             raise ValueError(
-                f'paramwise_cfg={cfg}: expected base_lr and optionally base_batch_size, batch_size'
+                f'paramwise_cfg={cfg}: expected base_lr and optionally base_batch_size, batch_size, wd_policy'
                 f'{f" (unknown: {sorted(unknown)})" if unknown else ""}'
+            )
+        self.wd_policy = cfg.get('wd_policy', 'mmpretrain')
+        if self.wd_policy not in PRETRAIN_WD_POLICIES:
+            raise ValueError(
+                f'paramwise_cfg.wd_policy={self.wd_policy!r}: expected one of {tuple(PRETRAIN_WD_POLICIES)}'
             )
         self.optim_wrapper_cfg = dict(optim_wrapper_cfg)
         self.optimizer_cfg = dict(self.optim_wrapper_cfg.pop('optimizer'))
@@ -240,7 +256,7 @@ class MAEPretrainOptimWrapperConstructor:
                 num_layers=0,
                 decay_rate=1.0,
                 weight_decay=weight_decay,
-                policy='mae',
+                policy=PRETRAIN_WD_POLICIES[self.wd_policy],
                 prefix=prefix,
             )
             (decay if rule.weight_decay else no_decay).append(param)
@@ -248,7 +264,8 @@ class MAEPretrainOptimWrapperConstructor:
         print_log(
             f'MAE pretraining: effective batch {effective} = {per_process} per process x {accumulation} '
             f'accumulation steps x {world} processes; lr = base_lr {self.base_lr:g} x {effective} / '
-            f'{self.base_batch_size} = {lr:.6g}; weight decay {weight_decay:g} on {len(decay)} tensors '
+            f'{self.base_batch_size} = {lr:.6g}; weight decay {weight_decay:g} ({self.wd_policy} set) on '
+            f'{len(decay)} tensors '
             f'({sum(p.numel() for p in decay)} params), none on {len(no_decay)} '
             f'({sum(p.numel() for p in no_decay)} params)',
             logger='current',

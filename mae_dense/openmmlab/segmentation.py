@@ -6,7 +6,7 @@ Importing this module (``custom_imports=dict(imports=['mae_dense.openmmlab',
 
 ``test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341))`` gives mmseg's single-scale
 sliding-window result (windows batched); adding
-``aug=dict(scale=(2048, 512), ratios=[0.5, ..., 1.75], min_size=512, flip=True)`` gives the seed's
+``aug=dict(scale=(2048, 512), ratios=[0.5, ..., 1.75], min_size=512, flip=True)`` gives mmseg 0.x's
 multi-scale + flip protocol on the original image (the test pipeline then must not resize). Because it
 lives in the model, any runner (ours, mmseg's tools/test.py, validation during training) does the same.
 """

@@ -1,4 +1,4 @@
-# The seed's "_ms" config: same training, evaluated with multi-scale (0.5-1.75 of 2048x512, short side never
+# mmseg 0.x's configs/mae/upernet_mae-base_fp16_512x512_160k_ade20k_ms.py: same training, evaluated with multi-scale (0.5-1.75 of 2048x512, short side never
 # under 512) + flip and sliding windows at every scale, softmax averaged (48.70 mIoU for ViT-B).
 # mmseg 1.x's "-ms" config is single-scale (its TODO replaces MultiScaleFlipAug); this one is not.
 _base_ = './upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py'

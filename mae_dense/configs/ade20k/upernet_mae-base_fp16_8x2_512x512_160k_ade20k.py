@@ -1,4 +1,5 @@
-# UperNet + MAE ViT-B on ADE20K, the seed's recipe (mmseg 0.x name; 48.13 mIoU single scale, 48.70 ms+flip).
+# UperNet + MAE ViT-B on ADE20K: mmseg 0.x's configs/mae/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py
+# (48.13 mIoU single scale; 48.70 with ms+flip), reproduced by default; the README lists the deviations.
 # Every number of the recipe is stated here once; the rest comes from mmseg's own base files.
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py',
@@ -37,19 +38,27 @@ model = dict(
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)),
 )
 
-# Mixed precision that is really on (mmseg's config says fp16=dict(...), which nothing reads).
+# Mixed precision, as the name says (AmpOptimWrapper: fp16 autocast + dynamic loss scale). The mmseg 0.x run
+# behind 48.13 trained in fp32: its `fp16=dict(loss_scale='dynamic')` was read only by 0.x's test tool,
+# which evaluated in fp16. To train in fp32 like that run: --cfg-options optim_wrapper.dtype=float32
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
     loss_scale='dynamic',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='ViTLayerDecayOptimizerConstructor',
-    # wd_policy='mmseg' reproduces mmseg's groups exactly (pos_embed, cls_token, tables decayed)
-    paramwise_cfg=dict(num_layers=num_layers, layer_decay_rate=0.65, wd_policy='mae'),
+    # mmseg's groups, as in the published run: only 1-D parameters and biases are exempt from weight
+    # decay; pos_embed, cls_token and the relative position tables ARE decayed (mmseg's exemption of them
+    # never matched). wd_policy='mae' exempts them as the official MAE fine-tuning does.
+    paramwise_cfg=dict(num_layers=num_layers, layer_decay_rate=0.65, wd_policy='mmseg'),
 )
+# mmseg 0.x's schedule shape: poly decay over all 160k iterations, multiplied by the linear warm-up
+# (mmengine multiplies schedulers whose ranges overlap):
+#   lr(t) = 1e-4 * (1 - t / 160000) * (1e-6 + (1 - 1e-6) * min(t, 1500) / 1500)
+# mmengine's LinearLR and PolyLR reach their end value at iteration `end - 1`, hence 1501 and 160001.
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1501),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=160001, by_epoch=False),
 ]
 
 # 8 GPUs x 2 images = batch 16
@@ -57,7 +66,7 @@ train_dataloader = dict(batch_size=2, dataset=dict(type='CheckedADE20KDataset'))
 val_dataloader = dict(batch_size=1, dataset=dict(type='CheckedADE20KDataset'))
 test_dataloader = val_dataloader
 
-# The seed's multi-scale + flip protocol (mmseg 0.x MultiScaleFlipAug with Resize(min_size=512)); used by
+# mmseg 0.x's multi-scale + flip protocol (mmseg 0.x MultiScaleFlipAug with Resize(min_size=512)); used by
 # the _ms config and by `tools/test.py --tta/--aug-test`. The model resizes per scale, so the pipeline does not.
 ms_flip_test_cfg = dict(
     mode='slide',

@@ -1,6 +1,11 @@
-# MAE pretraining on ImageNet-1k: the official recipe (facebookresearch/mae PRETRAIN.md, main_pretrain.py)
-# through mmengine's Runner, in mmselfsup's layout. Every number of the recipe is stated here once; the
-# children only choose the ViT size and the number of epochs. Not a runnable config by itself.
+# MAE pretraining on ImageNet-1k through mmengine's Runner: mmpretrain's MAE recipe
+# (configs/mae/mae_vit-{base,large,huge}-p{16,14}_8xb512-amp-coslr-{300..1600}e_in1k.py), whose names and
+# published fine-tuning numbers the children carry. It is the official recipe (facebookresearch/mae
+# PRETRAIN.md: batch 4096, blr 1.5e-4, AdamW (0.9, 0.95), wd 0.05, 40 warm-up epochs, cosine, mask 0.75,
+# norm_pix) with mmpretrain's two differences: cls_token and mask_token get no weight decay, and the warm-up
+# starts at 1e-4 of the lr instead of 0. The official main_pretrain.py's decay set:
+# --cfg-options optim_wrapper.paramwise_cfg.wd_policy=official. Every number of the recipe is stated here
+# once; the children only choose the ViT size and the number of epochs. Not a runnable config by itself.
 custom_imports = dict(imports=['mae_dense.openmmlab'], allow_failed_imports=False)
 
 img_size = 224
@@ -53,12 +58,13 @@ optim_wrapper = dict(
     # lr = base_lr x effective batch / base_batch_size, effective batch = batch_size x accumulative_counts
     # x world size = 512 x 1 x 8 = 4096, so lr = 1.5e-4 x 4096 / 256 = 2.4e-3 (printed at start).
     # mmengine's auto_scale_lr would ignore accumulative_counts, hence this constructor. No weight decay
-    # for norms, biases, pos_embed, cls_token, mask_token (the project's param_rule, policy 'mae').
-    paramwise_cfg=dict(base_lr=1.5e-4, base_batch_size=256),
+    # for norms, biases, pos_embed, cls_token, mask_token (mmpretrain's set; 'official' decays the tokens).
+    paramwise_cfg=dict(base_lr=1.5e-4, base_batch_size=256, wd_policy='mmpretrain'),
 )
 warmup_epochs = 40
 param_scheduler = [
-    # linear warm-up per iteration; mmengine needs a start factor > 0 (the official code starts at 0)
+    # linear warm-up per iteration from 1e-4 of the lr, as mmpretrain (mmengine needs a start factor > 0;
+    # the official code starts at 0)
     dict(
         type='LinearLR',
         start_factor=1e-4,
