@@ -184,3 +184,17 @@ def test_released_mmseg_checkpoint_gives_mmseg_logits(tmp_path, version):
 
     with pytest.raises(CheckpointError, match=r'missing decode_head \(2\)'):
         load_model(build_segmentor(crop=32), {'state_dict': bad}, log=False)
+
+
+def test_slide_with_padding_metas_equals_mmseg_slide_inference():
+    """A pipeline Pad or the preprocessor's size_divisor puts pad_shape in the metas; mmseg's decode head then
+    resizes to pad_shape unless img_shape is a torch.Size (its mark of a sliding window)."""
+    from mmseg.models.segmentors import EncoderDecoder
+
+    model = build_segmentor()
+    x = torch.randn(1, 3, 48, 64)  # a 40x56 image padded to multiples of 16
+    meta = dict(img_shape=(40, 56), ori_shape=(40, 56), pad_shape=(48, 64), padding_size=[0, 8, 0, 8])
+    with torch.no_grad():
+        expect = EncoderDecoder.slide_inference(model, x, [dict(meta)])
+        got = model.slide_inference(x, [dict(meta)])
+    torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-5)

@@ -33,10 +33,12 @@ class MAEDenseEncoderDecoder(EncoderDecoder):
 
     def slide_inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         crop, stride = tuple(self.test_cfg.crop_size), tuple(self.test_cfg.stride)
-        metas = [dict(batch_img_metas[0], img_shape=crop)]
+        metas = [dict(batch_img_metas[0])]
 
         def encode(x: Tensor) -> Tensor:
-            metas[0]['img_shape'] = tuple(x.shape[2:])
+            # A torch.Size img_shape is how mmseg's decode heads tell a window from a (padded) image: with a
+            # tuple they would resize the window's logits to the meta's pad_shape.
+            metas[0]['img_shape'] = x.shape[2:]
             return self.encode_decode(x, metas)
 
         return slide_logits(
