@@ -193,6 +193,16 @@ def test_undeclared_category(coco_copy: Path) -> None:
     assert f'annotation id {ann_id}' in message and 'category_id 5' in message
 
 
+def test_negative_box_width(coco_copy: Path) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data['annotations'][2]['bbox'][2] = -3.0
+
+    _rewrite(coco_copy, 'val', edit)
+    ann_id = _load(coco_copy, 'val')['annotations'][2]['id']
+    message = _data_error(coco_copy)
+    assert f'annotation id {ann_id}' in message and 'negative width' in message and '-3.0' in message
+
+
 def test_missing_image_files(coco_copy: Path) -> None:
     names = [image['file_name'] for image in _load(coco_copy, 'val')['images']][:2]
     for name in names:
@@ -299,6 +309,21 @@ def test_checked_dataset_classes_from_ann_file(coco_root: Path, mmdet_registered
     assert dataset.metainfo['classes'] == CLASSES
     with pytest.raises(ValueError, match='not both'):
         _build(_dataset_cfg(coco_root, classes_from_ann_file=True))
+
+
+def test_checked_dataset_refuses_class_names_the_file_lacks(coco_root: Path, mmdet_registered: None) -> None:
+    """80 COCO names against a file whose categories carry other names: one line at load time, naming the
+    first missing class (mmdet would run the whole evaluation and die in results2json)."""
+    from mmdet.datasets import CocoDataset
+
+    coco80 = CocoDataset.METAINFO['classes']
+    with pytest.raises(DataError) as info:
+        _build(_dataset_cfg(coco_root, metainfo=dict(classes=coco80)))
+    message = str(info.value)
+    assert '\n' not in message and "class 'person'" in message and '80 of its 80 classes' in message
+    assert 'instances_val2017.json' in message and "'disk'" in message
+    subset = _build(_dataset_cfg(coco_root, metainfo=dict(classes=CLASSES[:2])))  # a subset is fine
+    assert subset.metainfo['classes'] == CLASSES[:2]
 
 
 def test_checked_dataset_raises_the_data_error_unchanged(coco_copy: Path, mmdet_registered: None) -> None:

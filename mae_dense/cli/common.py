@@ -39,8 +39,9 @@ def load_config(path: str, args: argparse.Namespace):
     """Config with --cfg-options, --work-dir and the launcher applied; one-line errors."""
     from mmengine.config import Config
 
-    if not Path(path).is_file():
-        raise ToolError(f'{path}: config file not found')
+    from .configs import resolve_config
+
+    path = resolve_config(path)  # a file, or the name of a shipped config
     try:
         cfg = Config.fromfile(path)
     except Exception as exc:  # syntax errors, missing bases: say which file

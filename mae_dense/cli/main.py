@@ -1,4 +1,4 @@
-"""The ``mae-dense`` console script: ``mae-dense {pipeline,train,test,convert} ...``."""
+"""The ``mae-dense`` console script (also ``python -m mae_dense``): ``mae-dense COMMAND ...``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ COMMANDS = {
     'train': ('mae_dense.cli.train', 'train a config (as tools/train.py)'),
     'test': ('mae_dense.cli.test', 'test a checkpoint (as tools/test.py)'),
     'convert': ('mae_dense.cli.convert', 'convert a checkpoint between layouts'),
+    'configs': ('mae_dense.cli.configs', 'list the shipped configs (task, published number)'),
 }
 
 

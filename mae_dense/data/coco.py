@@ -28,6 +28,7 @@ __all__ = [
     'SPLITS',
     'ann_file_path',
     'check_coco',
+    'check_classes',
     'check_coco_files',
     'coco_classes',
     'image_dir_path',
@@ -58,6 +59,23 @@ def ann_file_path(data_root: str | Path, split: str) -> Path:
 def image_dir_path(data_root: str | Path, split: str) -> Path:
     """``data_root/{split}2017``."""
     return Path(data_root) / f'{split}2017'
+
+
+def check_classes(classes: Sequence[str], ann_file: str | Path) -> None:
+    """Every class name a config asks for must be a category of the annotation file.
+
+    mmdet maps names to category ids silently: a name the file lacks shortens its label table, and the run
+    then dies in ``results2json`` after the whole evaluation (``IndexError: list index out of range``).
+    """
+    names = coco_classes(ann_file)
+    missing = [c for c in classes if c not in set(names)]
+    if missing:
+        shown = ', '.join(map(repr, names[:_NAMES_SHOWN])) + (', ...' if len(names) > _NAMES_SHOWN else '')
+        raise DataError(
+            f'{ann_file}: class {missing[0]!r} of the config ({len(missing)} of its {len(classes)} classes are '
+            f'missing) is not a category name of this file ({len(names)} categories: {shown}); set the '
+            "dataset's metainfo=dict(classes=...) to the file's names, or classes_from_ann_file=True"
+        )
 
 
 def coco_classes(ann_file: str | Path) -> tuple[str, ...]:
@@ -179,7 +197,8 @@ def _check_references(
     categories: dict[Any, dict[str, Any]],
     path: Path,
 ) -> None:
-    """Every annotation names a declared image and a declared category and has a 4-number bbox."""
+    """Every annotation names a declared image and a declared category and has a 4-number bbox whose width
+    and height are not negative."""
     declared = ', '.join(map(str, categories)) or 'none'
     for ann_id, ann in annotations.items():
         if ann['image_id'] not in images:
@@ -194,6 +213,12 @@ def _check_references(
         bbox = ann['bbox']
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
             raise DataError(f'{path}: annotation id {ann_id} has bbox {bbox!r}, expected [x, y, w, h]')
+        if bbox[2] < 0 or bbox[3] < 0:
+            side = 'width' if bbox[2] < 0 else 'height'
+            raise DataError(
+                f'{path}: annotation id {ann_id} has bbox {bbox!r} with a negative {side}; COCO boxes are '
+                '[x, y, width, height] with width and height >= 0'
+            )
 
 
 def _is_number(value: Any) -> bool:

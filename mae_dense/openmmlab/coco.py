@@ -15,7 +15,15 @@ from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 from mmengine.fileio import get_local_path
 
-from ..data.coco import SPLITS, ann_file_path, check_coco, check_coco_files, coco_classes, image_dir_path
+from ..data.coco import (
+    SPLITS,
+    ann_file_path,
+    check_classes,
+    check_coco,
+    check_coco_files,
+    coco_classes,
+    image_dir_path,
+)
 
 __all__ = ['CheckedCocoDataset', 'coco_split']
 
@@ -53,9 +61,11 @@ class CheckedCocoDataset(CocoDataset):
         """Check the split (see ``mae_dense.data.coco.check_coco``), then list it as mmdet does."""
         if self.backend_args is None:  # remote storage (petrel, http) cannot be checked with pathlib
             self._check_on_disk()
-        if self.classes_from_ann_file:
-            with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
+        with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
+            if self.classes_from_ann_file:
                 self._metainfo['classes'] = coco_classes(local_path)
+            else:  # before any training or evaluation, not in results2json after the whole test
+                check_classes(self.metainfo['classes'], local_path)
         return super().load_data_list()
 
     def _check_on_disk(self) -> None:
