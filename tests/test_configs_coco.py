@@ -150,7 +150,7 @@ def test_recipe_values(path):
         num_layers=bb.depth, layer_decay_rate=0.8 if large else 0.7, wd_policy='vitdet'
     )
     warm, steps = cfg.param_scheduler
-    assert (warm.type, warm.start_factor, warm.end, warm.by_epoch) == ('LinearLR', 0.001, 250, False)
+    assert (warm.type, warm.start_factor, warm.end, warm.by_epoch) == ('LinearLR', 0.001, 251, False)
     assert (steps.type, steps.milestones, steps.gamma, steps.by_epoch) == (
         'MultiStepLR',
         [163889, 177546],

@@ -348,17 +348,20 @@ def _load_file(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _gt_as_predictions_ap(dataset: Any, ann_file: Path, shift: float = 0.0) -> dict[str, float]:
-    """CocoMetric's results for the ground truth fed back as predictions (boxes moved by ``shift``)."""
+def _gt_as_predictions_ap(
+    dataset: Any, ann_file: Path, shift: float = 0.0, keep: int | None = None
+) -> dict[str, float]:
+    """CocoMetric's results for the ground truth fed back as predictions (boxes moved by ``shift``; only the
+    first ``keep`` objects of each image)."""
     import torch
-    from mmdet.evaluation import CocoMetric
+    from mmdet.registry import METRICS
     from mmengine.structures import InstanceData
 
-    metric = CocoMetric(ann_file=str(ann_file), metric=['bbox', 'segm'])
+    metric = METRICS.build(dict(type='CocoMetric', ann_file=str(ann_file), metric=['bbox', 'segm']))
     metric.dataset_meta = dataset.metainfo
     for index in range(len(dataset)):
         data_sample = dataset[index]['data_samples']
-        gt = data_sample.gt_instances
+        gt = data_sample.gt_instances[:keep]
         data_sample.pred_instances = InstanceData(
             bboxes=gt.bboxes.tensor + shift,
             scores=torch.ones(len(gt)),
@@ -376,3 +379,19 @@ def test_ground_truth_as_predictions_scores_ap_one(coco_root: Path, mmdet_regist
     assert results['coco/segm_mAP'] == 1.0
     shifted = _gt_as_predictions_ap(dataset, ann_file_path(coco_root, 'val'), shift=4.0)
     assert shifted['coco/bbox_mAP'] < 0.9 and shifted['coco/segm_mAP'] == 1.0  # the metric is not vacuous
+
+
+def test_no_detection_at_all_scores_ap_zero(coco_root: Path, mmdet_registered: None, caplog) -> None:
+    """mmdet's CocoMetric logs an error and returns no metric; the COCO configs' metric says 0.0 and why."""
+    import mae_dense.openmmlab.detection  # noqa: F401  (the COCO configs import it)
+
+    dataset = _build(_dataset_cfg(coco_root))
+    results = _gt_as_predictions_ap(dataset, ann_file_path(coco_root, 'val'), keep=0)
+    assert results == {
+        f'coco/{m}_{i}': 0.0
+        for m in ('bbox', 'segm')
+        for i in ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+    }
+    assert (
+        _gt_as_predictions_ap(dataset, ann_file_path(coco_root, 'val'))['coco/bbox_mAP'] == 1.0
+    )  # unchanged

@@ -96,3 +96,32 @@ def test_non_editable_install_trains_a_shipped_config_by_name_from_anywhere(tmp_
     )  # fmt: skip
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
     assert (tmp_path / 'work/epoch_2.pth').is_file()
+
+
+def test_unknown_cfg_options_key_warns_with_the_closest_existing_key(capsys):
+    import argparse
+
+    from mae_dense.cli.common import load_config
+
+    config = str(ROOT / 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py')
+    options = {
+        'train_dataloader.num_worker': 0,  # typo
+        'train_dataloder.batch_size': 1,  # typo in the first part
+        'model.backbone.depth': 4,  # exists
+        'optim_wrapper.dtype': 'float32',  # exists (stated in the config for this override)
+        'test_cfg.fp16': True,  # exists (stated in the config for this override)
+        'param_scheduler.1.end': 300,  # an item of a list
+        'work_dir_typo': 'x',  # nothing close
+    }
+    args = argparse.Namespace(cfg_options=options, launcher='none', work_dir=None, local_rank=0)
+    cfg = load_config(config, args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f'warning: --cfg-options train_dataloader.num_worker: {config} has no such key '
+        '(closest: train_dataloader.num_workers); it is added as a new key',
+        f'warning: --cfg-options train_dataloder.batch_size: {config} has no such key '
+        '(closest: train_dataloader.batch_size); it is added as a new key',
+        f'warning: --cfg-options work_dir_typo: {config} has no such key (nothing close under the top level); '
+        'it is added as a new key',
+    ]
+    assert cfg.train_dataloader.num_worker == 0  # mmengine's merge still happens

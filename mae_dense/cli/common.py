@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import USER_ERRORS, ToolError
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# tools/dist_launch.sh sets this file; a failing process writes its one-line error there, and the launcher
+# prints it again after torchrun's own report, so that it is the last line on screen.
+ERROR_FILE_ENV = 'MAE_DENSE_ERROR_FILE'
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -49,12 +55,47 @@ def load_config(path: str, args: argparse.Namespace):
             f'{path}: cannot read the config ({type(exc).__name__}: {str(exc).splitlines()[0]})'
         ) from None
     if args.cfg_options:
+        if int(os.environ.get('RANK', '0')) == 0:
+            for line in unknown_option_keys(cfg, args.cfg_options, path):
+                print(f'warning: {line}', file=sys.stderr)
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(path).stem)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     setup_cpu_distributed(cfg)
     return cfg
+
+
+def unknown_option_keys(cfg: Any, options: Mapping[str, object], path: str) -> list[str]:
+    """One line per ``--cfg-options`` key that names no key of the config, with the closest existing one.
+
+    mmengine merges such a key silently as a new one, so a typo (``num_worker``) changes nothing.
+    """
+    import difflib
+
+    lines = []
+    for key in options:
+        node, parts = cfg, key.split('.')
+        for i, part in enumerate(parts):
+            mapping = hasattr(node, 'keys')  # a dict, a ConfigDict or mmengine's Config itself
+            if mapping and part in node:
+                node = node[part]
+            elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                siblings = [str(k) for k in node.keys()] if mapping else []
+                close = difflib.get_close_matches(part, siblings, n=1, cutoff=0.6)
+                where = '.'.join(parts[:i]) or 'the top level'
+                hint = (
+                    f'closest: {".".join([*parts[:i], close[0], *parts[i + 1 :]])}'
+                    if close
+                    else f'nothing close under {where}'
+                )
+                lines.append(
+                    f'--cfg-options {key}: {path} has no such key ({hint}); it is added as a new key'
+                )
+                break
+    return lines
 
 
 def setup_cpu_distributed(cfg) -> None:
@@ -80,7 +121,11 @@ def run_tool(main: Callable[[], int]) -> int:
     try:
         return main()
     except USER_ERRORS as exc:
-        print(f'error: {exc}', file=sys.stderr)
+        line = f'error: {exc}'
+        print(line, file=sys.stderr)
+        error_file = os.environ.get(ERROR_FILE_ENV)
+        if error_file:
+            Path(error_file).write_text(line + '\n')
         return 1
 
 

@@ -50,20 +50,23 @@ def _evaluators(cfg) -> list:
     return list(ev) if isinstance(ev, (list, tuple)) else [ev]
 
 
-def apply_eval(cfg, metrics: list[str]) -> None:
+def apply_eval(cfg, metrics: list[str], config_path: str = 'the config') -> None:
+    """Legacy ``--eval`` names onto the config's evaluators; a metric of the other task is one line."""
     for ev in _evaluators(cfg):
         if ev['type'] == 'IoUMetric':
             bad = [m for m in metrics if m not in SEG_METRICS]
             if bad:
                 raise ToolError(
-                    f'--eval {" ".join(bad)}: not a segmentation metric; expected {", ".join(SEG_METRICS)}'
+                    f'--eval {" ".join(bad)}: not a segmentation metric, and {config_path} is a segmentation '
+                    f'config (IoUMetric); expected {", ".join(SEG_METRICS)}'
                 )
             ev['iou_metrics'] = list(metrics)
         elif ev['type'] == 'CocoMetric':
             bad = [m for m in metrics if m not in DET_METRICS]
             if bad:
                 raise ToolError(
-                    f'--eval {" ".join(bad)}: not a COCO metric; expected {", ".join(DET_METRICS)}'
+                    f'--eval {" ".join(bad)}: not a COCO metric, and {config_path} is a detection config '
+                    f'(CocoMetric); expected {", ".join(DET_METRICS)}'
                 )
             ev['metric'] = list(metrics)
         else:
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         # (and its dataset) just to read an iteration count.
         cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = cfg.param_scheduler = None
         if args.eval:
-            apply_eval(cfg, args.eval)
+            apply_eval(cfg, args.eval, args.config)
         if args.tta:
             apply_tta(cfg, args.config)
         if args.out:

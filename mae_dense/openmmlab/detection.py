@@ -9,11 +9,15 @@ Importing this module (``custom_imports=dict(imports=['mae_dense.openmmlab',
   ``norm_cfg=dict(type='LN2d', eps=1e-6)`` in mmdet's conv heads (mmcv's ``build_norm_layer``);
 * ``Fp16CompressionHook`` (mmengine ``HOOKS``): DDP gradients all-reduced in fp16, as detectron2's
   ``train.ddp.fp16_compression=True``;
+* ``CocoMetric`` (mmdet ``METRICS``): mmdet's, except that a test set without a single detection above the
+  score threshold scores AP 0.0 with one warning line (mmdet logs an error and returns no metric);
 * and, through :mod:`mae_dense.openmmlab.coco`, ``CheckedCocoDataset`` (mmdet ``DATASETS``).
 """
 
 from __future__ import annotations
 
+from mmdet.evaluation import CocoMetric
+from mmdet.registry import METRICS
 from mmdet.registry import MODELS as DET_MODELS
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -63,7 +67,32 @@ class Fp16CompressionHook(Hook):
             )
 
 
+class CocoMetricScoringNoDetections(CocoMetric):
+    """mmdet's ``CocoMetric``; no detection at all (e.g. all scores under ``score_thr``) scores AP 0.0."""
+
+    _AP_ITEMS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+    _AR_ITEMS = ('AR@100', 'AR@300', 'AR@1000', 'AR_s@1000', 'AR_m@1000', 'AR_l@1000')
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        if self.format_only or any(len(pred['bboxes']) for _, pred in results):
+            return super().compute_metrics(results)
+        print_log(
+            f'no detection in any of the {len(results)} test images (every score under the score threshold, '
+            'model.test_cfg.rcnn.score_thr): every AP is 0.0',
+            logger='current',
+            level=30,
+        )
+        zeros = {}
+        for metric in self.metrics:
+            if metric == 'proposal':
+                zeros.update({item: 0.0 for item in self.metric_items or self._AR_ITEMS})
+            elif metric != 'proposal_fast':
+                zeros.update({f'{metric}_{item}': 0.0 for item in self.metric_items or self._AP_ITEMS})
+        return zeros
+
+
 register_backbone(DET_MODELS)
+METRICS.register_module(name='CocoMetric', module=CocoMetricScoringNoDetections, force=True)
 DET_MODELS.register_module(name=NECK_NAME, module=SimpleFPN, force=True)
 for _registry in (ENGINE_MODELS, DET_MODELS):
     _registry.register_module(name=NORM_NAME, module=LayerNorm2d, force=True)

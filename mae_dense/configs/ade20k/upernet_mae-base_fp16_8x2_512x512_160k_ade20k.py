@@ -46,6 +46,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
+    dtype='float16',
     loss_scale='dynamic',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='ViTLayerDecayOptimizerConstructor',
@@ -62,6 +63,9 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1501),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=160001, by_epoch=False),
 ]
+
+# Evaluation in fp32; fp16=True evaluates under fp16 autocast, nearest to 0.x's fp16 test (README deviations).
+test_cfg = dict(type='TestLoop', fp16=False)
 
 # 8 GPUs x 2 images = batch 16
 train_dataloader = dict(batch_size=2, dataset=dict(type='CheckedADE20KDataset'))

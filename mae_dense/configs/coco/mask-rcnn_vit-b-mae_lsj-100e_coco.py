@@ -111,6 +111,7 @@ test_evaluator = val_evaluator
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
+    dtype='float16',
     loss_scale='dynamic',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
     constructor='ViTLayerDecayOptimizerConstructor',
@@ -119,7 +120,9 @@ optim_wrapper = dict(
 # 100 epochs = 184,375 iterations x 64 images / 118,000 images
 max_iters = 184375
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
+    # detectron2's linear warm-up over 250 iterations from 0.001; mmengine's LinearLR reaches its end value at
+    # iteration `end - 1`, hence 251
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=251),
     # x0.1 for the last 1/9 and again for the last 1/27 of training: 184375 x 8/9 and 184375 x 26/27
     dict(
         type='MultiStepLR',
