@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..checkpoint.safe_load import is_url
 from ..errors import ToolError
+from .common import run_tool
 
 
 def _check_work_dir(work_dir: str | None) -> None:
@@ -60,13 +61,13 @@ def check(tool: str, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter('ignore')  # a check prints its one line or nothing (mmengine warns on import)
     argv = sys.argv[1:] if argv is None else argv
-    tool = argv[0] if argv else ''
-    try:
-        check(tool.removesuffix('.py'), argv[1:])
-    except ToolError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
-    return 0
+    tool = argv[0].removesuffix('.py') if argv else ''
+
+    def _check() -> int:
+        check(tool, argv[1:])
+        return 0
+
+    return run_tool(_check)
 
 
 if __name__ == '__main__':

@@ -50,27 +50,26 @@ def _evaluators(cfg) -> list:
     return list(ev) if isinstance(ev, (list, tuple)) else [ev]
 
 
+# evaluator type -> (what the config is, the legacy --eval names it takes, the evaluator key they set)
+EVAL_NAMES = {
+    'IoUMetric': ('segmentation', SEG_METRICS, 'iou_metrics'),
+    'CocoMetric': ('detection', DET_METRICS, 'metric'),
+}
+
+
 def apply_eval(cfg, metrics: list[str], config_path: str = 'the config') -> None:
     """Legacy ``--eval`` names onto the config's evaluators; a metric of the other task is one line."""
     for ev in _evaluators(cfg):
-        if ev['type'] == 'IoUMetric':
-            bad = [m for m in metrics if m not in SEG_METRICS]
-            if bad:
-                raise ToolError(
-                    f'--eval {" ".join(bad)}: not a segmentation metric, and {config_path} is a segmentation '
-                    f'config (IoUMetric); expected {", ".join(SEG_METRICS)}'
-                )
-            ev['iou_metrics'] = list(metrics)
-        elif ev['type'] == 'CocoMetric':
-            bad = [m for m in metrics if m not in DET_METRICS]
-            if bad:
-                raise ToolError(
-                    f'--eval {" ".join(bad)}: not a COCO metric, and {config_path} is a detection config '
-                    f'(CocoMetric); expected {", ".join(DET_METRICS)}'
-                )
-            ev['metric'] = list(metrics)
-        else:
+        if ev['type'] not in EVAL_NAMES:
             raise ToolError(f"--eval: the config's evaluator {ev['type']} takes no legacy metric names")
+        task, names, key = EVAL_NAMES[ev['type']]
+        bad = [m for m in metrics if m not in names]
+        if bad:
+            raise ToolError(
+                f'--eval {" ".join(bad)}: not a {"COCO" if task == "detection" else task} metric, and '
+                f'{config_path} is a {task} config ({ev["type"]}); expected {", ".join(names)}'
+            )
+        ev[key] = list(metrics)
 
 
 def apply_tta(cfg, config_path: str) -> None:

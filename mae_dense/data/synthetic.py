@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None, kind: str | None = None, prog: str | Non
     kind = kind or args.kind
     try:
         print(_write(kind, args.out or Path(_DEFAULT_OUT[kind]), args.num_train, args.num_val, args.seed))
-    except DataError as exc:
+    except DataError as exc:  # the data layer stays free of the tools' modules
         print(f'error: {exc}', file=sys.stderr)
         return 1
     return 0
