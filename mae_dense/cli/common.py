@@ -72,10 +72,17 @@ def unknown_option_keys(cfg: Any, options: Mapping[str, object], path: str) -> l
     mmengine merges such a key silently as a new one, so a typo (``num_worker``) changes nothing.
     """
     import difflib
+    import inspect
 
+    from mmengine.runner import Runner
+
+    # Top-level names the Runner reads although a config may not state them (experiment_name, ...).
+    runner_keys = set(inspect.signature(Runner.__init__).parameters) - {'self'}
     lines = []
     for key in options:
         node, parts = cfg, key.split('.')
+        if len(parts) == 1 and key in runner_keys:
+            continue
         for i, part in enumerate(parts):
             mapping = hasattr(node, 'keys')  # a dict, a ConfigDict or mmengine's Config itself
             if mapping and part in node:
