@@ -5,7 +5,7 @@ from __future__ import annotations
 from mmengine.registry import MODELS as ENGINE_MODELS
 
 from ..models.vit import VisionTransformer
-from . import coco, detection, hooks, pretrain, segmentation  # noqa: F401  (register on import)
+from . import coco, detection, hooks, pretrain, probe, segmentation  # noqa: F401  (register on import)
 from .optim import ViTLayerDecayOptimizerConstructor  # noqa: F401  (registered on import)
 
 BACKBONE_NAME = 'MAEDenseViT'
