@@ -116,6 +116,18 @@ def test_cache_rows_written_by_two_processes_read_back(tmp_path):
         assert np.array_equal(lab, labels[i])
 
 
+def test_cache_lock_excludes_a_second_builder(tmp_path):
+    import fcntl
+
+    from mae_dense.data.feature_cache import locked
+
+    with locked(tmp_path / 'key'):
+        with open(tmp_path / 'key.lock') as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run waits here
+    with open(tmp_path / 'key.lock') as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+
+
 # ------------------------------------------------------------------------------------- runs on disk
 @pytest.fixture(scope='module')
 def ade(tmp_path_factory):

@@ -64,7 +64,10 @@ def checkpoint_digest(cfg) -> tuple[str | None, str]:
     from ..checkpoint import is_url, resolve_url
     from ..data.feature_cache import file_sha256
 
-    pretrained = cfg.model.get('pretrained') or cfg.model.backbone.get('pretrained')
+    init_cfg = cfg.model.backbone.get('init_cfg') or {}
+    pretrained = (
+        cfg.model.get('pretrained') or cfg.model.backbone.get('pretrained') or init_cfg.get('checkpoint')
+    )
     if not pretrained:
         return None, f'random:{cfg.model.backbone.get("init_seed", 0)}'
     path = resolve_url(pretrained) if is_url(pretrained) else Path(pretrained)
@@ -94,8 +97,37 @@ def summarise(metrics: dict) -> tuple[dict, float, dict]:
     """Runner metrics -> (scores of the best head, its lr, {lr: mIoU} of every head)."""
     plain = {k: (v.item() if hasattr(v, 'item') else v) for k, v in metrics.items()}
     sweep = {k.split('=', 1)[1]: v for k, v in plain.items() if k.startswith('mIoU@lr=')}
-    scores = {k: float(v) for k, v in plain.items() if k != 'lr' and '@' not in k}
+    sweep = {k: round(float(v), 4) for k, v in sweep.items()}  # mmseg rounds to 2 decimals, in float32
+    scores = {k: round(float(v), 4) for k, v in plain.items() if k != 'lr' and '@' not in k}
     return scores, float(plain['lr']), sweep
+
+
+def ensure_feature_cache(runner, model, cfg, cache_dir: Path, meta: dict) -> tuple[bool, float]:
+    """Build the fast mode's feature cache unless complete: (reused, seconds spent building).
+
+    Rank 0 holds the cache's lock while it decides and while every rank extracts its share, so
+    concurrent runs needing the same cache build it once.
+    """
+    from mmengine.dist import broadcast_object_list, is_main_process
+
+    from ..data.feature_cache import is_complete, locked
+    from ..openmmlab.probe import build_feature_cache
+
+    start = time.perf_counter()
+    with locked(cache_dir, enabled=is_main_process()):
+        reused = [is_complete(cache_dir)]
+        broadcast_object_list(reused)  # rank 0 decides for all
+        if not reused[0]:
+            model.backbone.init_weights()  # the checkpoint (or the seeded random init) before extracting
+            loader = cfg.train_dataloader
+            loader_cfg = dict(
+                batch_size=loader.batch_size,
+                num_workers=loader.get('num_workers', 0),
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                dataset=loader.dataset.crops,
+            )
+            build_feature_cache(model, loader_cfg, cache_dir, loader.dataset.dtype, meta, runner.seed)
+    return reused[0], round(time.perf_counter() - start, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         from mmengine.model import is_model_wrapper
         from mmengine.runner import Runner
 
-        from ..data.feature_cache import FeatureCache, cache_key, is_complete
-        from ..openmmlab.probe import build_feature_cache
+        from ..data.feature_cache import FeatureCache, cache_key
 
         cfg = load_probe_config(args)
         pretrained, digest = checkpoint_digest(cfg)
@@ -119,26 +150,17 @@ def main(argv: list[str] | None = None) -> int:
             key = cache_key(spec)
             cache_dir = Path(dataset.get('cache_root', 'work_dirs/probe_cache')) / key[:16]
             dataset.cache_dir = str(cache_dir)
-            cache = dict(dir=str(cache_dir), key=key, reused=is_complete(cache_dir))
+            cache = dict(dir=str(cache_dir), key=key)
         # The probe is scored once, after training, on the test split.
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
         runner = Runner.from_cfg(cfg)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         timing = {}
-        if fast and not cache['reused']:
-            start = time.perf_counter()
-            model.backbone.init_weights()
-            loader = cfg.train_dataloader
-            loader_cfg = dict(
-                batch_size=loader.batch_size,
-                num_workers=loader.get('num_workers', 0),
-                sampler=dict(type='DefaultSampler', shuffle=False),
-                dataset=dataset.crops,
-            )
-            meta = dict(key=key, spec=spec, config=args.config, pretrained=pretrained)
-            build_feature_cache(model, loader_cfg, cache_dir, dataset.dtype, meta, runner.seed)
-            timing['extract_s'] = round(time.perf_counter() - start, 2)
         if fast:
+            meta = dict(key=key, spec=spec, config=args.config, pretrained=pretrained)
+            cache['reused'], seconds = ensure_feature_cache(runner, model, cfg, cache_dir, meta)
+            if not cache['reused']:
+                timing['extract_s'] = seconds
             cache['crops'] = len(FeatureCache(cache_dir))
         start = time.perf_counter()
         runner.train()

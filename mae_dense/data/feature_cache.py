@@ -9,11 +9,13 @@ determines the features (model and crop configs, precision), see :func:`cache_ke
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,23 @@ def cache_key(spec: Mapping) -> str:
 
 def is_complete(directory: str | os.PathLike) -> bool:
     return (Path(directory) / _META).is_file()
+
+
+@contextlib.contextmanager
+def locked(directory: str | os.PathLike, enabled: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on ``<directory>.lock`` (``flock``): runs that need the same cache at the
+    same time (several seeds of one backbone on several GPUs) build it once, the others wait and reuse it."""
+    if not enabled:
+        yield
+        return
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.with_name(directory.name + '.lock'), 'w') as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def required_bytes(
