@@ -230,7 +230,7 @@ def test_fast_mode_trains_the_same_probe_as_features_on_the_fly(ade, mae_checkpo
     results = {}
     for dtype in ('float32', 'float16'):
         cache = [
-            f'train_dataloader.dataset.cache_root={tmp_path / "cache"}',
+            f'probe_cache_root={tmp_path / "cache"}',
             f'train_dataloader.dataset.dtype={dtype}',
         ]
         results[dtype] = _probe(DEMO, tmp_path / dtype, 'fast', _options(ade, FAST_ROOT, pretrained, *cache))
@@ -425,7 +425,7 @@ def test_cli_writes_probe_result_and_reuses_its_cache(ade, mae_checkpoint, tmp_p
         ade,
         FAST_ROOT,
         f'model.pretrained={mae_checkpoint}',
-        f'train_dataloader.dataset.cache_root={tmp_path / "c"}',
+        f'probe_cache_root={tmp_path / "c"}',
     )
     runs = {}
     for name, entry in (

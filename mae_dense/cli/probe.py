@@ -10,11 +10,15 @@ writes ``DIR/probe_result.json``::
 * ``--mode augmented``: the config as it is (features on the fly from freshly augmented crops);
 * ``--mode fast`` (default): the config's ``fast_mode`` section is merged first (cached features of fixed
   crops, a learning-rate sweep); the cache is built when its key (checkpoint sha256 + the configs that
-  determine the features) is not found under ``cache_root``, and reused otherwise.
+  determine the features) is not found under ``probe_cache_root``, and reused otherwise.
 
-``--cfg-options`` apply after the mode, to the configuration that runs; the backbone checkpoint comes in
-as ``model.pretrained=PATH`` (any layout the loader knows; ``model.pretrained=None``: random init, seeded
-by ``model.backbone.init_seed``).
+``--cfg-options`` apply after the mode, to the configuration that runs. The usual ones:
+
+* ``model.pretrained=PATH`` (any layout the loader knows; ``None``: a random backbone, seeded by
+  ``model.backbone.init_seed``); ``randomness.seed=S`` (heads and data order); ``train_cfg.max_iters=N``;
+* ``probe_cache_root=DIR`` (fast mode; default ``work_dirs/probe_cache``);
+* data roots: ``test_dataloader.dataset.data_root`` and, for training, ``train_dataloader.dataset.data_root``
+  (augmented) or ``train_dataloader.dataset.crops.dataset.data_root`` (fast).
 """
 
 from __future__ import annotations
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset = cfg.train_dataloader.dataset
             spec = cache_spec(cfg, digest)
             key = cache_key(spec)
-            cache_dir = Path(dataset.get('cache_root', 'work_dirs/probe_cache')) / key[:16]
+            cache_dir = Path(cfg.get('probe_cache_root', 'work_dirs/probe_cache')) / key[:16]
             dataset.cache_dir = str(cache_dir)
             cache = dict(dir=str(cache_dir), key=key)
         # The probe is scored once, after training, on the test split.

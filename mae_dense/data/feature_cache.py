@@ -110,7 +110,7 @@ class FeatureCacheWriter:
                 raise ToolError(
                     f'{self.partial.parent}: the feature cache needs {need / 2**30:.1f} GiB '
                     f'({num} crops x {tuple(feature_shape)} {dtype}), {free / 2**30:.1f} GiB free; '
-                    'point fast_mode.cache_root elsewhere or use fewer crops'
+                    'point probe_cache_root elsewhere or use fewer crops'
                 )
             self.partial.mkdir()
         self.features = np.lib.format.open_memmap(

@@ -286,15 +286,12 @@ class ProbeFeatureDataset(torch.utils.data.Dataset):
     """The cached features and labels of :class:`ProbeFixedCrops` (fast mode).
 
     Args:
-        crops: the :class:`ProbeFixedCrops` config the cache is built from.
-        cache_root: where caches live (one directory per key).
+        crops: the :class:`ProbeFixedCrops` config the cache is built from (read by the tool that builds it).
         dtype: feature dtype on disk (``'float16'``).
         cache_dir: the cache itself; ``mae-dense probe --mode fast`` sets it after building the cache.
     """
 
-    def __init__(
-        self, crops: dict, cache_root: str = 'work_dirs/probe_cache', dtype: str = 'float16', cache_dir=None
-    ) -> None:
+    def __init__(self, crops: dict, dtype: str = 'float16', cache_dir: str | None = None) -> None:
         if cache_dir is None:
             raise ConfigError(
                 'ProbeFeatureDataset.cache_dir is unset: the fast mode runs through `mae-dense probe CONFIG '

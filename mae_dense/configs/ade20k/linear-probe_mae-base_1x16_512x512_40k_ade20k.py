@@ -132,6 +132,7 @@ test_evaluator = val_evaluator
 # freshly augmented images): more passes over the same crops only fit the same views again.
 # Disk: 20,210 crops x 768 x 32 x 32 fp16 = 29.6 GiB of features + 4.9 GiB of labels (ViT-L: 39.5 + 4.9).
 fast_iters = 10000
+probe_cache_root = 'work_dirs/probe_cache'  # one directory per cache key (shared by runs that can reuse it)
 fast_warmup_iters = warmup_iters * fast_iters // max_iters  # the same fraction of the schedule: 375
 fixed_crop_pipeline = [t for t in train_pipeline if t['type'] != 'PhotoMetricDistortion']
 fast_mode = dict(
@@ -147,7 +148,6 @@ fast_mode = dict(
                 views=1,
                 seed=0,
             ),
-            cache_root='work_dirs/probe_cache',
             dtype='float16',
         ),
     ),
