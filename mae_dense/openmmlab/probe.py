@@ -355,7 +355,7 @@ def build_feature_cache(
         writer = FeatureCacheWriter(cache_dir, create=True, **shape) if rank == 0 else None
         barrier()
         writer = writer or FeatureCacheWriter(cache_dir, create=False, **shape)
-        done, every = 0, max(1, len(loader) // 10)
+        every = max(1, len(loader) // 10)
         for step, batch in enumerate(loader):
             data = model.data_preprocessor(batch, training=True)
             features = model.backbone_features(data['inputs'])
@@ -367,7 +367,6 @@ def build_feature_cache(
                 features.to(getattr(torch, dtype)).cpu().numpy(),
                 labels.to(torch.uint8).cpu().numpy(),
             )
-            done += len(labels)
             if (step + 1) % every == 0 or step + 1 == len(loader):
                 print_log(f'feature cache: {step + 1}/{len(loader)} batches', logger='current')
         writer.flush()
