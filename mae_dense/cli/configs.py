@@ -65,6 +65,8 @@ def describe(path: Path) -> tuple[str, str, str]:
     task = TASKS.get(rel.parts[0], rel.parts[0])
     if rel.parts[0] == 'pretrain':
         task += ' on synthetic data' if 'synthetic' in path.stem else ' on ImageNet-1k'
+    elif 'linear-probe' in path.stem:
+        task = 'ADE20K frozen-backbone linear probe (mae-dense probe)' if rel.parts[0] == 'ade20k' else task
     pub = published(path) or {}
     numbers = ', '.join(f'{k} {v}' for k, v in pub.items() if k != 'source')
     source = f' ({pub["source"]})' if 'source' in pub else ''

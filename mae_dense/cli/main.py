@@ -8,6 +8,7 @@ COMMANDS = {
     'pipeline': ('mae_dense.cli.pipeline', 'pretrain -> ADE20K -> COCO -> report in one command'),
     'train': ('mae_dense.cli.train', 'train a config (as tools/train.py)'),
     'test': ('mae_dense.cli.test', 'test a checkpoint (as tools/test.py)'),
+    'probe': ('mae_dense.cli.probe', 'frozen-backbone linear probe on ADE20K (as tools/probe.py)'),
     'convert': ('mae_dense.cli.convert', 'convert a checkpoint between layouts'),
     'configs': ('mae_dense.cli.configs', 'list the shipped configs (task, published number)'),
 }

@@ -306,14 +306,18 @@ class VisionTransformer(nn.Module):
             x = self._run_block(blk, x, hw)
         return self.norm(x)
 
-    def forward_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """NCHW maps (B, C, H/p, W/p) after each block of ``out_indices``."""
+    def forward_intermediates(self, x: torch.Tensor, norm_all: bool = False) -> tuple[torch.Tensor, ...]:
+        """NCHW maps (B, C, H/p, W/p) after each block of ``out_indices``.
+
+        ``norm`` is applied to the last block's map; with ``norm_all`` to every map (the frozen-feature
+        protocols: DINOv2's ``get_intermediate_layers(norm=True)``).
+        """
         x, hw = self.embed(x)
         outs = []
         for i, blk in enumerate(self.blocks):
             x = self._run_block(blk, x, hw)
             if i in self.out_indices:
-                outs.append(self._to_map(self.norm(x) if i == self.depth - 1 else x, hw))
+                outs.append(self._to_map(self.norm(x) if norm_all or i == self.depth - 1 else x, hw))
         return tuple(outs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:

@@ -1,0 +1,210 @@
+"""``mae-dense probe CONFIG --work-dir DIR [--mode fast|augmented] [--cfg-options k=v ...]``.
+
+Trains a frozen-backbone linear probe with mmengine's Runner, evaluates it on the config's test split and
+writes ``DIR/probe_result.json``::
+
+    {"metrics": {"mIoU": .., "aAcc": .., "mAcc": ..},   # points (0-100), the best head of the sweep
+     "mode": "fast" | "augmented", "lr": <the best head's lr>, "sweep": {"<lr>": mIoU, ...},
+     "config": CONFIG, "iterations": N, "pretrained": PATH | null, "checkpoint_sha256": .., ...}
+
+* ``--mode augmented``: the config as it is (features on the fly from freshly augmented crops);
+* ``--mode fast`` (default): the config's ``fast_mode`` section is merged first (cached features of fixed
+  crops, a learning-rate sweep); the cache is built when its key (checkpoint sha256 + the configs that
+  determine the features) is not found under ``probe_cache_root``, and reused otherwise.
+
+``--cfg-options`` apply after the mode, to the configuration that runs. The usual ones:
+
+* ``model.pretrained=PATH`` (any layout the loader knows; ``None``: a random backbone, seeded by
+  ``model.backbone.init_seed``); ``randomness.seed=S`` (heads and data order); ``train_cfg.max_iters=N``;
+* ``probe_cache_root=DIR`` (fast mode; default ``work_dirs/probe_cache``);
+* data roots: ``test_dataloader.dataset.data_root`` and, for training, ``train_dataloader.dataset.data_root``
+  (augmented) or ``train_dataloader.dataset.crops.dataset.data_root`` (fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import CheckpointError, ConfigError
+from .common import add_common_args, load_config, run_tool
+
+MODES = ('fast', 'augmented')
+RESULT = 'probe_result.json'
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Frozen-backbone linear probe on ADE20K: train, then test.')
+    parser.add_argument('config', help='probe config (configs/ade20k/linear-probe_*.py)')
+    parser.add_argument(
+        '--mode',
+        choices=MODES,
+        default='fast',
+        help='fast: cached features of fixed crops + lr sweep (default); augmented: the protocol as is',
+    )
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def load_probe_config(args: argparse.Namespace):
+    """The config with the mode applied first and ``--cfg-options`` after it."""
+    cfg = load_config(args.config, argparse.Namespace(**dict(vars(args), cfg_options={})))
+    if cfg.get('model', {}).get('type') != 'LinearProbeEncoderDecoder' or 'fast_mode' not in cfg:
+        raise ConfigError(
+            f'{args.config}: not a probe config (expected model.type=LinearProbeEncoderDecoder and a '
+            'fast_mode section)'
+        )
+    if args.mode == 'fast':
+        cfg.merge_from_dict(cfg.fast_mode)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def checkpoint_digest(cfg) -> tuple[str | None, str]:
+    """(pretrained source or None, sha256 of its bytes or ``random:<init_seed>``)."""
+    from ..checkpoint import is_url, resolve_url
+    from ..data.feature_cache import file_sha256
+
+    init_cfg = cfg.model.backbone.get('init_cfg') or {}
+    pretrained = (
+        cfg.model.get('pretrained') or cfg.model.backbone.get('pretrained') or init_cfg.get('checkpoint')
+    )
+    if not pretrained:
+        return None, f'random:{cfg.model.backbone.get("init_seed", 0)}'
+    path = resolve_url(pretrained) if is_url(pretrained) else Path(pretrained)
+    if not path.is_file():
+        raise CheckpointError(f'{pretrained}: checkpoint file not found (model.pretrained)')
+    return str(pretrained), file_sha256(path)
+
+
+def cache_spec(cfg, digest: str) -> dict:
+    """Everything that determines the cached features; its hash names the cache directory."""
+    import torch
+
+    dataset = cfg.train_dataloader.dataset
+    amp = cfg.model.get('backbone_amp', True) and torch.cuda.is_available()
+    backbone = {k: v for k, v in cfg.model.backbone.to_dict().items() if k not in ('pretrained', 'init_cfg')}
+    return dict(
+        checkpoint=digest,
+        backbone=backbone,
+        data_preprocessor=cfg.model.data_preprocessor.to_dict(),
+        crops=dataset.crops.to_dict(),
+        dtype=dataset.get('dtype', 'float16'),
+        backbone_precision='float16' if amp else 'float32',
+    )
+
+
+def summarise(metrics: dict) -> tuple[dict, float, dict]:
+    """Runner metrics -> (scores of the best head, its lr, {lr: mIoU} of every head)."""
+    plain = {k: (v.item() if hasattr(v, 'item') else v) for k, v in metrics.items()}
+    sweep = {k.split('=', 1)[1]: v for k, v in plain.items() if k.startswith('mIoU@lr=')}
+    sweep = {k: round(float(v), 4) for k, v in sweep.items()}  # mmseg rounds to 2 decimals, in float32
+    scores = {k: round(float(v), 4) for k, v in plain.items() if k != 'lr' and '@' not in k}
+    return scores, float(plain['lr']), sweep
+
+
+def ensure_feature_cache(runner, model, cfg, cache_dir: Path, meta: dict) -> tuple[bool, float]:
+    """Build the fast mode's feature cache unless complete: (reused, seconds spent building).
+
+    Rank 0 holds the cache's lock while it decides and while every rank extracts its share, so
+    concurrent runs needing the same cache build it once.
+    """
+    from mmengine.dist import broadcast_object_list, is_main_process
+
+    from ..data.feature_cache import is_complete, locked
+    from ..openmmlab.probe import build_feature_cache
+
+    start = time.perf_counter()
+    with locked(cache_dir, enabled=is_main_process()):
+        reused = [is_complete(cache_dir)]
+        broadcast_object_list(reused)  # rank 0 decides for all
+        if not reused[0]:
+            model.backbone.init_weights()  # the checkpoint (or the seeded random init) before extracting
+            loader = cfg.train_dataloader
+            loader_cfg = dict(
+                batch_size=loader.batch_size,
+                num_workers=loader.get('num_workers', 0),
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                dataset=loader.dataset.crops,
+            )
+            build_feature_cache(model, loader_cfg, cache_dir, loader.dataset.dtype, meta, runner.seed)
+    return reused[0], round(time.perf_counter() - start, 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def _run() -> int:
+        from mmengine.dist import get_world_size, is_main_process
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner import Runner
+
+        from ..data.feature_cache import FeatureCache, cache_key
+
+        cfg = load_probe_config(args)
+        pretrained, digest = checkpoint_digest(cfg)
+        fast = args.mode == 'fast'
+        cache = None
+        if fast:
+            dataset = cfg.train_dataloader.dataset
+            spec = cache_spec(cfg, digest)
+            key = cache_key(spec)
+            cache_dir = Path(cfg.get('probe_cache_root', 'work_dirs/probe_cache')) / key[:16]
+            dataset.cache_dir = str(cache_dir)
+            cache = dict(dir=str(cache_dir), key=key)
+        # The probe is scored once, after training, on the test split.
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+        runner = Runner.from_cfg(cfg)
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        timing = {}
+        if fast:
+            meta = dict(key=key, spec=spec, config=args.config, pretrained=pretrained)
+            cache['reused'], seconds = ensure_feature_cache(runner, model, cfg, cache_dir, meta)
+            if not cache['reused']:
+                timing['extract_s'] = seconds
+            cache['crops'] = len(FeatureCache(cache_dir))
+        start = time.perf_counter()
+        runner.train()
+        timing['train_s'] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        scores, lr, sweep = summarise(runner.test())
+        timing['test_s'] = round(time.perf_counter() - start, 2)
+        if is_main_process():
+            head = model.decode_head
+            result = dict(
+                metrics=scores,
+                mode=args.mode,
+                lr=lr,
+                sweep=sweep,
+                config=args.config,
+                iterations=int(cfg.train_cfg.max_iters),
+                pretrained=pretrained,
+                checkpoint_sha256=None if pretrained is None else digest,
+                layers=list(model.backbone.layers),
+                lrs=list(head.lrs),
+                batch_size=int(cfg.train_dataloader.batch_size) * get_world_size(),
+                world_size=get_world_size(),
+                seed=runner.seed,
+                cache=cache,
+                timing=timing,
+                work_dir=str(cfg.work_dir),
+            )
+            out = Path(cfg.work_dir) / RESULT
+            out.write_text(json.dumps(result, indent=2))
+            print(
+                f'probe ({args.mode}): mIoU {scores["mIoU"]:.2f}, aAcc {scores["aAcc"]:.2f} at lr {lr:g}; '
+                f'written to {out}',
+                flush=True,
+            )
+        return 0
+
+    return run_tool(_run)
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.exit(main())
