@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f'{"config":<{widths[0]}}  {"task":<{widths[1]}}  published')
     for name, task, pub in rows:
         print(f'{name:<{widths[0]}}  {task:<{widths[1]}}  {pub}')
+    example = 'upernet_mae-base_fp16_8x2_512x512_160k_ade20k'
     print(
-        f'\n{len(rows)} configs in {CONFIG_ROOT}; any of them runs by name, e.g. `mae-dense train {rows[0][0]}`'
+        f'\n{len(rows)} configs in {CONFIG_ROOT}; any of them runs by name, e.g. `mae-dense train {example}`'
     )
     return 0
