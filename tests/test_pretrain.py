@@ -16,8 +16,8 @@ import mae_dense.openmmlab  # noqa: F401  (registries, loading policy, CPU fallb
 import mae_dense.openmmlab.pretrain as pretrain
 from mae_dense.checkpoint import load_backbone, load_file
 from mae_dense.cli.train import main as train_main
-from mae_dense.data.errors import DataError
 from mae_dense.data.image_folder import ImageFolder, generate_synthetic_image_folder, list_image_folder
+from mae_dense.errors import DataError
 from mae_dense.models.mae import MaskedAutoencoder
 from mae_dense.models.vit import VisionTransformer
 

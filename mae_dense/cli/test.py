@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.checkpoint).is_file() and not args.checkpoint.startswith(('http://', 'https://')):
             raise ToolError(f'{args.checkpoint}: checkpoint file not found')
         cfg = load_config(args.config, args)
-        cfg.load_from = None  # loaded below through the project's loader: any backbone layout, strictly
+        # loaded below through the project's loader (any backbone layout, strictly); never a training resume
+        cfg.load_from, cfg.resume = None, False
         # Testing never trains: without these the visualization hook's runner.iter builds the train loop
         # (and its dataset) just to read an iteration count.
         cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = cfg.param_scheduler = None
