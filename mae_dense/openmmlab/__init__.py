@@ -5,13 +5,14 @@
 * installs the project's checkpoint-loading policy into mmengine (``load_checkpoint``,
   ``_load_checkpoint``, ``Runner.resume``/``load_from``);
 * makes checkpoint writes atomic and crash-safe, and resume skip a broken newest checkpoint
-  (:mod:`.checkpointing`); registers the loops that resume exactly (:mod:`.loops`);
+  (:mod:`.checkpointing`); registers the loops that resume exactly (:mod:`.loops`) and the Runner whose
+  loaders fit a small machine (:mod:`.runner`);
 * makes ``AmpOptimWrapper`` and ``SyncBN`` fall back cleanly on a machine without CUDA;
 * registers the ViT backbone, the layer-decay optimizer constructor and the other modules into the
   mmengine, mmseg and mmdet registries.
 """
 
-from . import loops  # noqa: F401  (registers on import)
+from . import loops, runner  # noqa: F401  (register on import)
 from .checkpointing import install_atomic_checkpoints
 from .datasets import register_datasets
 from .fallbacks import install_cpu_fallbacks
