@@ -283,8 +283,8 @@ class ExactResumeIterBasedTrainLoop(_ExactResume, IterBasedTrainLoop):
     def run(self) -> torch.nn.Module:
         """mmengine's ``run`` with the loader positioned by replay instead of ``next()`` N times."""
         self.runner.call_hook('before_train')
-        self.runner.call_hook('before_train_epoch')  # the whole run is one big epoch, as in mmengine
         self._rebuild_loader_for_resume()
+        self.runner.call_hook('before_train_epoch')  # the whole run is one big epoch, as in mmengine
         if 0 < self._iter < self._max_iters:
             with rng_preserved():
                 self.dataloader_iterator = _ResumedInfiniteIterator(self.dataloader, self._iter)
