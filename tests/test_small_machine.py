@@ -74,6 +74,7 @@ def test_pretraining_fits_loader_batch_and_schedule_to_a_tiny_cpu_run(tmp_path, 
     assert load_file(work / 'epoch_1.pth')['meta']['iter'] == 1  # one iteration of the 16 images
 
 
+@pytest.mark.slow
 def test_val_and_test_loaders_take_the_same_overrides(tmp_path):
     root = generate_synthetic_ade20k(tmp_path / 'ADEChallengeData2016', num_train=2, num_val=2, seed=1)
     # the real ADE20K config's val/test loaders: 4 persistent workers; here overridden to none
