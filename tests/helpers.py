@@ -29,7 +29,7 @@ def free_port() -> int:
 
 
 def run_tool(args: list[str], cwd, **extra_env: str) -> subprocess.CompletedProcess:
-    """Run one of the project's tools in a clean environment with its own torchrun port (plus ``extra_env``)."""
+    """Run one of the project's tools in a clean environment, with its own torchrun port and ``extra_env``."""
     env = {
         'PATH': '/usr/bin:/bin',
         'PYTHON': sys.executable,

@@ -1,6 +1,6 @@
-"""Small-machine overrides: loader options a CPU machine cannot take, a batch larger than a tiny data set and a
-run shorter than the warm-up work, each fitted with one log line (``MAEDenseRunner``), for the train, val and
-test loaders, and the command a new user types on a laptop."""
+"""Small-machine overrides: loader options a CPU machine cannot take, a batch larger than a tiny data set
+and a run shorter than the warm-up work, each fitted with one log line (``MAEDenseRunner``), for the train,
+val and test loaders, and the command a new user types on a laptop."""
 
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 Small-machine overrides such as ``--cfg-options train_dataloader.num_workers=0`` on a config written for
 8 GPUs must work rather than fail inside torch's DataLoader or mmengine's scheduler. Every loader (train,
-val, test, and the training loader rebuilt on resume) is built through :meth:`MAEDenseRunner.build_dataloader`,
-every schedule through :meth:`MAEDenseRunner.build_param_scheduler`; each change is logged in one line:
+val, test, and the training loader rebuilt on resume) is built through
+:meth:`MAEDenseRunner.build_dataloader`, every schedule through :meth:`MAEDenseRunner.build_param_scheduler`;
+each change is logged in one line:
 
 * ``persistent_workers=True`` or ``prefetch_factor`` with ``num_workers=0``: dropped (they only mean
   something for worker processes, and the DataLoader refuses them without);
@@ -77,7 +78,7 @@ class MAEDenseRunner(Runner):
     def build_dataloader(  # an instance method: the loops call runner.build_dataloader(...)
         self, dataloader: DataLoader | dict, seed: int | None = None, diff_rank_seed: bool = False
     ) -> DataLoader:
-        """``Runner.build_dataloader`` after :func:`fit_loader_cfg`, with the batch clamped to a tiny data set."""
+        """``Runner.build_dataloader`` after :func:`fit_loader_cfg`; the batch clamped to a tiny data set."""
         if not isinstance(dataloader, dict):
             return Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
         name = self._loader_name(dataloader)
