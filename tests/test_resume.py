@@ -288,3 +288,17 @@ def test_replayed_sampler_continues_as_mmengines_advance(kind, start, monkeypatc
     resumed = _ResumedInfiniteIterator(_loader(kind), start)
     expected = [next(reference) for _ in range(8)]  # across the end of one or two passes
     assert [next(resumed) for _ in range(8)] == expected
+
+
+def test_a_checkpoint_inside_an_accumulation_window_says_so_once(tmp_path, folder):
+    # 4 iterations per epoch, a window of 3: the checkpoints after epochs 1 and 2 hold 1 and 2 of 3
+    options = [
+        'train_cfg.max_epochs=2',
+        'default_hooks.checkpoint.interval=1',
+        'optim_wrapper.accumulative_counts=3',
+    ]
+    assert train(tmp_path / 'work', folder, *options) == 0
+    lines = [
+        line for line in log_text(tmp_path / 'work').splitlines() if 'gradient-accumulation window' in line
+    ]
+    assert len(lines) == 1 and 'checkpoint 1 falls inside a gradient-accumulation window (1 of 3' in lines[0]

@@ -252,10 +252,26 @@ class CrashSafeCheckpointHook(CheckpointHook):
             ) from None
         if not is_main_process():
             return
+        self._warn_if_mid_accumulation(runner, step)
         atomic_write(os.path.join(runner.work_dir, 'last_checkpoint'), str(self.last_ckpt).encode())
         if retired is not None and retired != step:
             self._retire(
                 runner, self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(retired))
+            )
+
+    def _warn_if_mid_accumulation(self, runner, step: int) -> None:
+        """Gradients accumulated so far in an ``accumulative_counts`` window are not in the checkpoint."""
+        wrapper = runner.optim_wrapper
+        window = getattr(wrapper, '_accumulative_counts', 1)
+        pending = getattr(wrapper, '_inner_count', 0) % window
+        if pending and not getattr(self, '_warned_accumulation', False):
+            self._warned_accumulation = True
+            print_log(
+                f'checkpoint {step} falls inside a gradient-accumulation window ({pending} of {window} '
+                'iterations accumulated, not saved): a resume from it redoes the rest of the window without '
+                'them; a checkpoint interval that is a multiple of accumulative_counts avoids this',
+                logger='current',
+                level=_WARNING,
             )
 
     def _retire(self, runner, path: str) -> None:
