@@ -46,12 +46,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_tool(args: list[str], cwd) -> subprocess.CompletedProcess:
-    """Run one of the project's tools in a clean environment with its own torchrun port."""
+def run_tool(args: list[str], cwd, **extra_env: str) -> subprocess.CompletedProcess:
+    """Run one of the project's tools in a clean environment, with its own torchrun port and ``extra_env``."""
     env = {
         'PATH': '/usr/bin:/bin',
         'PYTHON': sys.executable,
         'OMP_NUM_THREADS': '2',
         'PORT': str(free_port()),
+        **extra_env,
     }
     return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def config_with_hooks(directory, config, *hooks: dict, imports: tuple[str, ...] = ()):
+    """A config file in ``directory`` that is ``config`` plus ``hooks`` after its own custom hooks (and the
+    modules ``imports`` that register them), for runs that must stop or fail at a chosen point."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    base = Config.fromfile(config).to_dict()
+    path = Path(directory) / f'hooked_{Path(config).name}'
+    path.write_text(
+        f'_base_ = {str(config)!r}\n'
+        f'custom_imports = dict(imports={[*base["custom_imports"]["imports"], *imports]!r}, '
+        'allow_failed_imports=False)\n'
+        f'custom_hooks = {[*base.get("custom_hooks", []), *hooks]!r}\n'
+    )
+    return path

@@ -157,9 +157,10 @@ def test_recipe_values(path):
         0.1,
         False,
     )
-    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == 184375
+    # mmengine's iteration loop, resuming exactly (RNG states in the checkpoints)
+    assert cfg.train_cfg.type == 'ExactResumeIterBasedTrainLoop' and cfg.train_cfg.max_iters == 184375
     assert 184375 * 64 / 118000 == 100.0  # epochs
-    assert cfg.custom_hooks == [dict(type='Fp16CompressionHook')]
+    assert cfg.custom_hooks == [dict(type='Fp16CompressionHook'), dict(type='RandomStateHook')]
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)

@@ -121,14 +121,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def _run() -> int:
         from mmengine.dist import is_main_process
-        from mmengine.runner import Runner
 
         from ..checkpoint import load_model
+        from ..openmmlab.runner import MAEDenseRunner
 
         if not Path(args.checkpoint).is_file() and not args.checkpoint.startswith(('http://', 'https://')):
             raise ToolError(f'{args.checkpoint}: checkpoint file not found')
         cfg = load_config(args.config, args)
-        cfg.load_from = None  # loaded below through the project's loader: any backbone layout, strictly
+        # loaded below through the project's loader (any backbone layout, strictly); never a training resume
+        cfg.load_from, cfg.resume = None, False
         # Testing never trains: without these the visualization hook's runner.iter builds the train loop
         # (and its dataset) just to read an iteration count.
         cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = cfg.param_scheduler = None
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.show or args.show_dir:
             apply_show(cfg, args)
         cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='ProgressBarHook')]
-        runner = Runner.from_cfg(cfg)
+        runner = MAEDenseRunner.from_cfg(cfg)  # mmengine's, loaders fitted to the machine
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         load_model(model, args.checkpoint)
         metrics = plain(runner.test())

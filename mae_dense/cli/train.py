@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def _run() -> int:
-        from mmengine.runner import Runner
+        from ..openmmlab.runner import MAEDenseRunner
 
         cfg = load_config(args.config, args)
         if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.resume, cfg.load_from = True, None
         elif args.resume:
             cfg.resume, cfg.load_from = True, args.resume
-        runner = Runner.from_cfg(cfg)
+        runner = MAEDenseRunner.from_cfg(cfg)  # mmengine's, loaders fitted to the machine
         runner.train()
         return 0
 

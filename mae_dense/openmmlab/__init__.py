@@ -4,6 +4,9 @@ Every config imports the core, ``custom_imports=dict(imports=['mae_dense.openmml
 
 * installs the project's checkpoint-loading policy into mmengine (``load_checkpoint``,
   ``_load_checkpoint``, ``Runner.resume``/``load_from``);
+* makes checkpoint writes atomic and crash-safe, and resume skip a broken newest checkpoint
+  (:mod:`.checkpointing`); registers the loops that resume exactly (:mod:`.loops`) and the Runner whose
+  loaders fit a small machine (:mod:`.runner`);
 * makes ``AmpOptimWrapper`` and ``SyncBN`` fall back cleanly on a machine without CUDA;
 * registers the ViT backbone (mmengine), the layer-decay optimizer constructor, the pretraining model,
   loop and hooks (mmengine only: a pretraining run loads neither mmseg nor mmdet).
@@ -14,13 +17,20 @@ dataset) or ``mae_dense.openmmlab.detection`` (mmdet: the neck, LN2d, the checke
 
 from mmengine.registry import MODELS as ENGINE_MODELS
 
-from . import hooks, optim, pretrain  # noqa: F401  (register on import)
+from . import hooks, loops, optim, pretrain, runner  # noqa: F401  (register on import)
+from .checkpointing import install_atomic_checkpoints
 from .fallbacks import install_cpu_fallbacks
 from .loading import install_loading_policy
 from .registry import register_backbone
 
 install_loading_policy()
+install_atomic_checkpoints()
 install_cpu_fallbacks()
 register_backbone(ENGINE_MODELS)
 
-__all__ = ['install_cpu_fallbacks', 'install_loading_policy', 'register_backbone']
+__all__ = [
+    'install_atomic_checkpoints',
+    'install_cpu_fallbacks',
+    'install_loading_policy',
+    'register_backbone',
+]

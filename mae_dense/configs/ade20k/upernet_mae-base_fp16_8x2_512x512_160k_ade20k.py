@@ -67,6 +67,12 @@ param_scheduler = [
 # Evaluation in fp32; fp16=True evaluates under fp16 autocast, nearest to 0.x's fp16 test (README deviations).
 test_cfg = dict(type='TestLoop', fp16=False)
 
+# Relaunching the same command after a crash resumes from the newest readable checkpoint, exactly: the loop
+# replays the sampler instead of reloading every trained batch, and the RNG states travel in the checkpoint.
+train_cfg = dict(type='ExactResumeIterBasedTrainLoop')
+custom_hooks = [dict(type='RandomStateHook')]
+resume = True  # fresh start when the work dir holds no checkpoint; load_from needs resume=False
+
 # 8 GPUs x 2 images = batch 16
 train_dataloader = dict(batch_size=2, dataset=dict(type='CheckedADE20KDataset'))
 val_dataloader = dict(batch_size=1, dataset=dict(type='CheckedADE20KDataset'))

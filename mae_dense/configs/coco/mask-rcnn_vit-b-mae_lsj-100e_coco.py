@@ -134,12 +134,17 @@ param_scheduler = [
     ),
 ]
 interval = 5000  # validation and checkpoint period (not part of the recipe)
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=interval)
+# ExactResumeIterBasedTrainLoop: mmengine's, but a relaunch after a crash continues exactly (the sampler is
+# replayed instead of reloading every trained batch; RandomStateHook carries the RNG states)
+train_cfg = dict(
+    _delete_=True, type='ExactResumeIterBasedTrainLoop', max_iters=max_iters, val_interval=interval
+)
 default_hooks = dict(
     logger=dict(interval=50),
     checkpoint=dict(by_epoch=False, interval=interval, save_last=True, max_keep_ckpts=2),
 )
 log_processor = dict(by_epoch=False)
 # DDP gradients all-reduced in fp16 (detectron2's train.ddp.fp16_compression); a no-op without CUDA DDP.
-custom_hooks = [dict(type='Fp16CompressionHook')]
+custom_hooks = [dict(type='Fp16CompressionHook'), dict(type='RandomStateHook')]
+resume = True  # relaunching resumes from the newest readable checkpoint (fresh start if none)
 auto_scale_lr = dict(base_batch_size=64)

@@ -1,0 +1,124 @@
+"""The Runner the tools use: mmengine's, with data loaders and schedules fitted to the machine and the run.
+
+Small-machine overrides such as ``--cfg-options train_dataloader.num_workers=0`` on a config written for
+8 GPUs must work rather than fail inside torch's DataLoader or mmengine's scheduler. Every loader (train,
+val, test, and the training loader rebuilt on resume) is built through
+:meth:`MAEDenseRunner.build_dataloader`, every schedule through :meth:`MAEDenseRunner.build_param_scheduler`;
+each change is logged in one line:
+
+* ``persistent_workers=True`` or ``prefetch_factor`` with ``num_workers=0``: dropped (they only mean
+  something for worker processes, and the DataLoader refuses them without);
+* ``pin_memory=True`` without an accelerator: off (there is no device memory to pin for);
+* a finite training sampler with ``drop_last=True`` and fewer samples per process than the batch, which
+  would give zero iterations per epoch: the batch becomes the samples there are (the MAE lr follows it);
+* a scheduler that begins at or after the end of training (e.g. the cosine phase after a 40-epoch
+  warm-up in a 1-epoch run): it would never act, so it is left out (mmengine refuses ``begin >= end``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from mmengine.dataset import InfiniteSampler
+from mmengine.dist import get_world_size
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+from mmengine.runner.base_loop import BaseLoop
+from torch.utils.data import DataLoader
+
+__all__ = ['MAEDenseRunner', 'fit_loader_cfg']
+
+_WARNING = 30
+
+
+def fit_loader_cfg(cfg: dict, accelerator: bool) -> tuple[dict, list[str]]:
+    """``cfg`` with the options this machine cannot take removed, and one message per change.
+
+    Args:
+        cfg: a ``*_dataloader`` config (not modified).
+        accelerator: whether a device to pin memory for exists.
+    """
+    cfg = dict(cfg)
+    changes = []
+    if not cfg.get('num_workers'):
+        if cfg.get('persistent_workers'):
+            cfg['persistent_workers'] = False
+            changes.append('persistent_workers=True needs worker processes (num_workers=0): set to False')
+        if cfg.get('prefetch_factor') is not None:
+            changes.append(f'prefetch_factor={cfg.pop("prefetch_factor")} needs worker processes: dropped')
+    if cfg.get('pin_memory') and not accelerator:
+        cfg['pin_memory'] = False
+        changes.append('pin_memory=True without an accelerator: set to False')
+    return cfg, changes
+
+
+@RUNNERS.register_module(force=True)
+class MAEDenseRunner(Runner):
+    """mmengine's ``Runner`` (same arguments and ``from_cfg``) whose loaders and schedules fit the run."""
+
+    def _say_once(self, msg: str) -> None:
+        said = self.__dict__.setdefault('_said', set())
+        if msg not in said:
+            said.add(msg)
+            print_log(msg, logger='current', level=_WARNING)
+
+    def _loader_name(self, cfg: dict) -> str:
+        for split in ('train', 'val', 'test'):
+            if cfg is getattr(self, f'_{split}_dataloader', None):
+                return f'{split}_dataloader'
+        # the training loader rebuilt on resume: its dataset is the built loop's
+        loop = self.__dict__.get('_train_loop')
+        if isinstance(loop, BaseLoop) and cfg.get('dataset') is loop.dataloader.dataset:
+            return 'train_dataloader'
+        return 'dataloader'
+
+    def build_dataloader(  # an instance method: the loops call runner.build_dataloader(...)
+        self, dataloader: DataLoader | dict, seed: int | None = None, diff_rank_seed: bool = False
+    ) -> DataLoader:
+        """``Runner.build_dataloader`` after :func:`fit_loader_cfg`; the batch clamped to a tiny data set."""
+        if not isinstance(dataloader, dict):
+            return Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
+        name = self._loader_name(dataloader)
+        cfg, changes = fit_loader_cfg(dataloader, torch.accelerator.is_available())
+        for change in changes:
+            self._say_once(f'{name}: {change}')
+        loader = Runner.build_dataloader(copy.deepcopy(cfg), seed=seed, diff_rank_seed=diff_rank_seed)
+        sampler = getattr(loader.batch_sampler, 'sampler', loader.sampler)
+        if (
+            not cfg.get('drop_last')
+            or isinstance(sampler, InfiniteSampler)
+            or len(loader)
+            or not len(sampler)
+        ):
+            return loader
+        samples = len(sampler)  # this process's share of the data set
+        self._say_once(
+            f'{name}: batch_size={cfg.get("batch_size")} with drop_last=True gives no iteration on {samples} '
+            f'samples per process ({get_world_size()} process(es)): batch_size set to {samples}'
+        )
+        cfg = dict(cfg, batch_size=samples, dataset=loader.dataset)  # the built data set, not a new one
+        return Runner.build_dataloader(cfg, seed=seed, diff_rank_seed=diff_rank_seed)
+
+    def build_param_scheduler(self, scheduler: Any) -> Any:
+        """``Runner.build_param_scheduler`` without the schedulers that begin after training ends."""
+        loop = self.__dict__.get('_train_loop')
+        if isinstance(scheduler, dict) and 'type' in scheduler:  # one scheduler (not one list per optimizer)
+            scheduler = [scheduler]
+        if isinstance(loop, BaseLoop) and isinstance(scheduler, list):
+            kept = []
+            for entry in scheduler:
+                if isinstance(entry, dict):
+                    by_epoch = entry.get('by_epoch', True)
+                    end, unit = (loop.max_epochs, 'epoch') if by_epoch else (loop.max_iters, 'iteration')
+                    if entry.get('begin', 0) >= end:
+                        self._say_once(
+                            f'param_scheduler {entry.get("type")} begins at {unit} {entry.get("begin")}, '
+                            f'after the last {unit} of this run ({end}): left out'
+                        )
+                        continue
+                kept.append(entry)
+            scheduler = kept
+        return super().build_param_scheduler(scheduler)
