@@ -19,9 +19,10 @@ from mae_dense.checkpoint import load_backbone, load_file
 from mae_dense.cli.train import main as train_main
 from mae_dense.data import generate_synthetic_image_folder
 from mae_dense.data.image_folder import ImageFolder, list_image_folder
-from mae_dense.errors import DataError
+from mae_dense.errors import DataError, NonFiniteLossError
 from mae_dense.models.mae import MaskedAutoencoder
 from mae_dense.models.vit import VisionTransformer
+from mae_dense.openmmlab.optim import SkipNonFiniteAmpOptimWrapper
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / 'configs/pretrain/mae_vit-tiny-p8_1xb16-amp-coslr-10e_synthetic.py'
@@ -326,7 +327,7 @@ def test_pretraining_weight_decay_sets_equal_the_published_recipes(wd_policy):
     assert ({'backbone.cls_token', 'mask_token'} <= got) == (wd_policy == 'official')
 
 
-def _wrapper(model: torch.nn.Module, **kwargs) -> pretrain.SkipNonFiniteAmpOptimWrapper:
+def _wrapper(model: torch.nn.Module, **kwargs) -> SkipNonFiniteAmpOptimWrapper:
     return OPTIM_WRAPPERS.build(
         dict(type='SkipNonFiniteAmpOptimWrapper', **kwargs),
         default_args=dict(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)),
@@ -352,7 +353,7 @@ def test_nonfinite_loss_skips_the_step_and_aborts_after_n_in_a_row():
 
     wrapper.update_params(model(x).sum() * float('inf'))
     wrapper.update_params(model(x).sum() * float('nan'))
-    with pytest.raises(pretrain.NonFiniteLossError, match='3 iterations in a row') as info:
+    with pytest.raises(NonFiniteLossError, match='3 iterations in a row') as info:
         wrapper.update_params(model(x).sum() * float('nan'))
     assert '\n' not in str(info.value)
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import torch
 from mmengine.device import is_cuda_available, is_mlu_available, is_musa_available, is_npu_available
 from mmengine.logging import print_log
+from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
-from mmengine.registry import MODELS, OPTIM_WRAPPERS
+from mmengine.registry import MODEL_WRAPPERS, MODELS, OPTIM_WRAPPERS
 from torch import nn
 
 _warned: set[str] = set()
@@ -104,6 +105,16 @@ class SyncBNWithCpuFallback(nn.SyncBatchNorm):
             return super().__new__(cls)
         _warn_once('syncbn', 'SyncBN: no CUDA device, using BatchNorm2d (statistics are not synchronised)')
         return nn.BatchNorm2d(num_features, *args, **kwargs)
+
+
+@MODEL_WRAPPERS.register_module(force=True)
+class MMDistributedDataParallelCPU(MMDistributedDataParallel):
+    """mmengine's DDP wrapper for CPU (gloo) processes: mmengine always passes ``device_ids=[LOCAL_RANK]``,
+    which DDP rejects for a CPU module."""
+
+    def __init__(self, module, device_ids=None, **kwargs) -> None:
+        kwargs.pop('output_device', None)
+        super().__init__(module=module, device_ids=None, **kwargs)
 
 
 def install_cpu_fallbacks() -> None:

@@ -1,12 +1,19 @@
-"""Small mmengine additions: a test progress bar and DDP on CPU (gloo)."""
+"""mmengine hooks: a test progress bar, and MAE pretraining's loading check and reports."""
 
 from __future__ import annotations
 
-from mmengine.dist import is_main_process
+import torch
+from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import MMDistributedDataParallel
-from mmengine.registry import HOOKS, MODEL_WRAPPERS
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
 from mmengine.utils import ProgressBar
+
+from ..errors import CheckpointError
+from ..models.mae import MaskedAutoencoder
+from .runner import unwrap_model
+
+_WARNING = 30
 
 
 @HOOKS.register_module(force=True)
@@ -41,11 +48,53 @@ class ProgressBarHook(Hook):
         self._end()
 
 
-@MODEL_WRAPPERS.register_module(force=True)
-class MMDistributedDataParallelCPU(MMDistributedDataParallel):
-    """mmengine's DDP wrapper for CPU (gloo) processes: mmengine always passes ``device_ids=[LOCAL_RANK]``,
-    which DDP rejects for a CPU module."""
+@HOOKS.register_module(force=True)
+class MAEPretrainHook(Hook):
+    """Pretraining bookkeeping.
 
-    def __init__(self, module, device_ids=None, **kwargs) -> None:
-        kwargs.pop('output_device', None)
-        super().__init__(module=module, device_ids=None, **kwargs)
+    * Loading (``load_from`` and resume): the checkpoint must fit the MAE exactly (encoder AND decoder,
+      this project's layout or the official ``models_mae.py`` one, e.g. ``checkpoint-799.pth``); anything
+      else is a one-line :class:`CheckpointError` instead of mmengine's silent non-strict load.
+    * After each epoch: the number of unreadable images skipped (all processes, all loader workers).
+    * After training: the non-finite losses and skipped steps, if any.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self) -> None:
+        self._reported_skipped = 0
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = unwrap_model(runner.model)
+        if not isinstance(model, MaskedAutoencoder):
+            return
+        try:
+            state_dict = model.fit_state_dict(checkpoint)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+        checkpoint['state_dict'] = state_dict  # official files are converted to this class's names
+
+    def after_train_epoch(self, runner) -> None:
+        preprocessor = getattr(unwrap_model(runner.model), 'data_preprocessor', None)
+        count = torch.tensor([getattr(preprocessor, 'skipped_images', 0)], dtype=torch.int64)
+        if get_world_size() > 1:
+            all_reduce(count, op='sum')
+        total = int(count.item())
+        if total > self._reported_skipped:
+            print_log(
+                f'epoch {runner.epoch + 1}: {total - self._reported_skipped} unreadable images skipped '
+                f'({total} in this run; each replaced by the next readable image, files named above)',
+                logger='current',
+                level=_WARNING,
+            )
+            self._reported_skipped = total
+
+    def after_train(self, runner) -> None:
+        wrapper = runner.optim_wrapper
+        losses = getattr(wrapper, 'nonfinite_losses', 0)
+        if losses:
+            print_log(
+                f'{losses} non-finite losses, {wrapper.skipped_steps} optimizer steps skipped',
+                logger='current',
+                level=_WARNING,
+            )

@@ -24,14 +24,20 @@ import torch
 from mmengine.dataset import InfiniteSampler
 from mmengine.dist import get_world_size
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from mmengine.runner.base_loop import BaseLoop
 from torch.utils.data import DataLoader
 
-__all__ = ['MAEDenseRunner', 'fit_loader_cfg']
+__all__ = ['MAEDenseRunner', 'fit_loader_cfg', 'unwrap_model']
 
 _WARNING = 30
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP (or other mmengine) wrapper, or the model itself."""
+    return model.module if is_model_wrapper(model) else model
 
 
 def fit_loader_cfg(cfg: dict, accelerator: bool) -> tuple[dict, list[str]]:
