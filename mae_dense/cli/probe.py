@@ -139,10 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def _run() -> int:
         from mmengine.dist import get_world_size, is_main_process
-        from mmengine.model import is_model_wrapper
-        from mmengine.runner import Runner
 
         from ..data.feature_cache import FeatureCache, cache_key
+        from ..openmmlab.runner import MAEDenseRunner, unwrap_model
 
         cfg = load_probe_config(args)
         pretrained, digest = checkpoint_digest(cfg)
@@ -157,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             cache = dict(dir=str(cache_dir), key=key)
         # The probe is scored once, after training, on the test split.
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-        runner = Runner.from_cfg(cfg)
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        runner = MAEDenseRunner.from_cfg(cfg)  # mmengine's, loaders fitted to the machine
+        model = unwrap_model(runner.model)
         timing = {}
         if fast:
             meta = dict(key=key, spec=spec, config=args.config, pretrained=pretrained)

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         from mmengine.dist import is_main_process
 
         from ..checkpoint import load_model
-        from ..openmmlab.runner import MAEDenseRunner
+        from ..openmmlab.runner import MAEDenseRunner, unwrap_model
 
         if not Path(args.checkpoint).is_file() and not args.checkpoint.startswith(('http://', 'https://')):
             raise ToolError(f'{args.checkpoint}: checkpoint file not found')
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             apply_show(cfg, args)
         cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='ProgressBarHook')]
         runner = MAEDenseRunner.from_cfg(cfg)  # mmengine's, loaders fitted to the machine
-        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        model = unwrap_model(runner.model)
         load_model(model, args.checkpoint)
         metrics = plain(runner.test())
         if is_main_process():

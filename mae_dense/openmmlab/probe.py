@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from ..data.feature_cache import FeatureCache, FeatureCacheWriter
 from ..errors import ConfigError
 from ..models.probe import FrozenViT, ProbeHeads
+from .runner import unwrap_model
 from .segmentation import MAEDenseEncoderDecoder
 
 MODELS.register_module(name='MAEDenseFrozenViT', module=FrozenViT, force=True)
@@ -387,7 +388,7 @@ class LinearProbeOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __call__(self, model: nn.Module):
-        model = model.module if hasattr(model, 'module') else model
+        model = unwrap_model(model)
         head = getattr(model, 'decode_head', None)
         if not isinstance(head, LinearProbeDecodeHead):
             raise ConfigError('LinearProbeOptimWrapperConstructor: the model has no LinearProbeDecodeHead')
