@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 # A tiny ViT: 64-d, 4 blocks, 4 heads, patch 8 (ViT-B/L/H are checked by building them elsewhere).
 TINY = dict(embed_dim=64, depth=4, num_heads=4, patch_size=8)
+
+
+# torch.compile on CPU generates C++: without a compiler, the compile tests are skipped with this reason.
+requires_inductor = pytest.mark.skipif(
+    shutil.which(os.environ.get('CXX', 'g++')) is None,
+    reason='inductor needs a C++ compiler to compile on CPU',
+)
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

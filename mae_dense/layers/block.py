@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .attention import Attention
 from .drop_path import DropPath
 from .mlp import Mlp
@@ -74,3 +76,33 @@ class Block(nn.Module):
         if self.gamma_2 is not None:
             y = self.gamma_2 * y
         return x + self.drop_path(y)
+
+
+def compile_blocks(blocks: Iterable[nn.Module], options: bool | dict | None) -> None:
+    """Regional ``torch.compile``: compile each block in place (``nn.Module.compile``), or nothing.
+
+    One block is small and all blocks share its code, so compilation is quick and its result is reused by
+    every block of the same kind (windowed/global); parameter names and checkpoints are unchanged. Token
+    grids are static in training and sliding-window inference (the crop, the LSJ-padded 1024 square);
+    only the number of windows per chunk changes, which torch's default (``dynamic=None``) absorbs with
+    one recompilation marking the batch dimension dynamic.
+
+    Args:
+        blocks: the modules to compile.
+        options: ``False``/``None`` (eager), ``True`` (torch's defaults) or ``torch.compile`` keyword
+            arguments, e.g. ``dict(mode='max-autotune-no-cudagraphs')``.
+    """
+    if options is None or options is False:
+        return
+    if options is True:
+        options = {}
+    if not isinstance(options, dict):
+        raise ConfigError(f'compile={options!r}: expected True, False or a dict of torch.compile arguments')
+    allowed = set(inspect.signature(torch.compile).parameters) - {'model'}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f'compile={options!r}: unknown torch.compile arguments {unknown}; expected {sorted(allowed)}'
+        )
+    for block in blocks:
+        block.compile(**options)

@@ -23,7 +23,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from ..layers import Block, PatchEmbed, get_2d_sincos_pos_embed, resize_abs_pos_embed
+from ..layers import Block, PatchEmbed, compile_blocks, get_2d_sincos_pos_embed, resize_abs_pos_embed
 from ..optim.layer_decay import get_layer_id
 
 _MODES = ('mae', 'seg', 'det')
@@ -46,8 +46,11 @@ class VisionTransformer(nn.Module):
         out_indices: seg/det: blocks whose outputs are returned as NCHW maps.
         final_norm: apply ``norm`` to the returned tokens/maps (mae: yes; seg/det: no).
         rel_pos: ``None``, ``'beit'`` or ``'decomposed'`` (defaults by mode).
-        attn_impl: ``'sdpa'`` or ``'eager'``.
+        attn_impl: ``'sdpa'``, ``'flex'``, ``'eager'`` or ``'auto'`` (flex on CUDA with a relative bias,
+            else sdpa); see :mod:`mae_dense.layers.attention`.
         grad_checkpointing: recompute blocks in backward to save memory.
+        compile: regional ``torch.compile`` of the blocks (``True`` or ``torch.compile`` arguments); off by
+            default and never required.
         pretrained: checkpoint (path or URL, any layout the loader knows) loaded by :meth:`init_weights`.
         init_cfg: OpenMMLab spelling of the same: ``dict(type='Pretrained', checkpoint=...)``.
     """
@@ -73,6 +76,7 @@ class VisionTransformer(nn.Module):
         rel_pos: str | None | type(...) = ...,
         attn_impl: str = 'sdpa',
         grad_checkpointing: bool = False,
+        compile: bool | dict = False,
         pretrained: str | None = None,
         init_cfg: dict | None = None,
     ) -> None:
@@ -145,6 +149,7 @@ class VisionTransformer(nn.Module):
                 )
             )
         self.blocks = nn.ModuleList(blocks)
+        compile_blocks(self.blocks, compile)
         self.norm = norm_layer(embed_dim) if self.final_norm else nn.Identity()
         self.reset_parameters()
 
