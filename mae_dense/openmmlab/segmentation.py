@@ -21,7 +21,8 @@ _AUG_KEYS = {'scale', 'ratios', 'min_size', 'flip'}
 
 @MODELS.register_module(force=True)
 class MAEDenseEncoderDecoder(EncoderDecoder):
-    """``EncoderDecoder`` whose ``slide_inference`` batches all windows (``test_cfg.max_batch``, 16)."""
+    """``EncoderDecoder`` whose ``slide_inference`` streams the windows in chunks of at most
+    ``test_cfg.max_batch`` (16) crops, fewer when memory is short (``dense_inference.auto_max_batch``)."""
 
     def slide_inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         crop, stride = tuple(self.test_cfg.crop_size), tuple(self.test_cfg.stride)
