@@ -221,3 +221,17 @@ def test_compile_option_is_checked():
         VisionTransformer(mode='seg', img_size=32, compile=dict(mdoe='max-autotune'), **TINY)
     with pytest.raises(ConfigError, match="compile='yes': expected True, False or a dict"):
         VisionTransformer(mode='seg', img_size=32, compile='yes', **TINY)
+
+
+@pytest.mark.slow
+@requires_inductor
+def test_compiled_blocks_with_flex_attention_infer_like_eager():
+    """compile=True with attn_impl='flex': the BEiT bias computed in the compiled block, read by the kernel."""
+    kw = dict(img_size=32, **TINY)
+    eager = randomize_(VisionTransformer(mode='seg', attn_impl='eager', **kw), seed=9).eval()
+    compiled = VisionTransformer(mode='seg', attn_impl='flex', compile=True, **kw).eval()
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 3, 40, 32)
+    with torch.no_grad():
+        for a, b in zip(eager(x), compiled(x)):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

@@ -63,6 +63,19 @@ def _flex_kernel(q: torch.Tensor) -> Callable:
     return _compiled_flex_attention(False if q.device.type == 'cpu' else None)
 
 
+def _call_flex_static(kernel: Callable, q, k, v, score_mod) -> torch.Tensor:
+    # Inside a compiled block the kernel's frame is compiled with the block's settings, which turn shapes
+    # dynamic on a change; torch 2.14's C++ flex template does not compile dynamic shapes.
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        return kernel(q, k, v, score_mod=score_mod)
+
+
+# torch 2.14's C++ FlexAttention template takes captured tensors only as graph inputs, not as tensors
+# computed in the same graph (the bias, inside a compiled block): on CPU the call leaves the block's graph
+# and runs as its own compiled kernel (``recursive=False``: the kernel itself stays compiled).
+_outside_compiled_graph = torch.compiler.disable(_call_flex_static, recursive=False)
+
+
 class Attention(nn.Module):
     """Self-attention with ``qkv``/``proj`` parameter names (timm/official MAE layout).
 
@@ -139,7 +152,10 @@ class Attention(nn.Module):
             score_mod = decomposed_score_mod(
                 *decomposed_rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
             )
-        return _flex_kernel(q)(q, k, v, score_mod=score_mod)
+        kernel = _flex_kernel(q)
+        if q.device.type == 'cpu':
+            return _outside_compiled_graph(kernel, q, k, v, score_mod)
+        return kernel(q, k, v, score_mod=score_mod)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """x: (B, N, C) with N = h*w (+1 cls); hw: the token grid."""
