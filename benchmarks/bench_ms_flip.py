@@ -89,10 +89,7 @@ def mmseg_loop(model, image: torch.Tensor) -> torch.Tensor:
         probs = F.interpolate(logits, size=(h, w), mode='bilinear', align_corners=False).softmax(dim=1)
         if flipped:
             probs = probs.flip(3)
-        if total is None:
-            total = probs
-        else:
-            total += probs
+        total = probs if total is None else total.add_(probs)  # 0.x: seg_logit += cur_seg_logit
     return total / len(views)
 
 

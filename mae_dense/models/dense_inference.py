@@ -171,10 +171,7 @@ def ms_flip_probs(
             del logits
             if flipped:
                 probs = probs.flip(3)
-            if total is None:
-                total = probs
-            else:
-                total += probs
+            total = probs if total is None else total.add_(probs)
             del probs
             n += 1
     return total / n
