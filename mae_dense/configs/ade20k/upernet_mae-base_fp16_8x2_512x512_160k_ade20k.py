@@ -45,8 +45,7 @@ optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
     loss_scale='dynamic',
-    # fused=True: torch's one-kernel AdamW (same update; 3.2x faster step than the default on this project's
-    # 2-core CPU for ViT-B's parameters, benchmarks/RESULTS.md)
+    # fused=True: torch's one-kernel AdamW, the same update in fewer passes over memory (benchmarks/RESULTS.md)
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05, fused=True),
     constructor='ViTLayerDecayOptimizerConstructor',
     # wd_policy='mmseg' reproduces mmseg's groups exactly (pos_embed, cls_token, tables decayed)
