@@ -200,7 +200,9 @@ def main() -> None:
 
     # The optimizer step alone, over our model's parameters and gradients: torch's default AdamW (for-each
     # on CUDA, a loop over parameters on CPU) against the fused one of our configs.
-    params = [p for p in ours.parameters() if p.grad is not None]
+    params = [p for p in ours.parameters() if p.requires_grad]
+    for p in params:  # the train steps above left none (zero_grad sets them to None)
+        p.grad = torch.randn_like(p)
     adamw_rows = {}
     for name, kw in (('AdamW (default)', {}), ('AdamW fused', dict(fused=True))):
         opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05, **kw)
