@@ -9,7 +9,8 @@
 Each implementation runs in its own process; its working memory is the peak resident memory during the
 call minus the resident memory just before it (``VmHWM`` after resetting it through
 ``/proc/self/clear_refs``), so that one run's freed memory cannot hide the other's. Predictions of the
-two are compared (pixel agreement, largest score difference).
+two are compared (pixel agreement, largest score difference). CUDA: fp16 autocast (how mmseg 0.x tested the
+published model), one warm-up call, allocator peak instead of the resident set.
 
     python benchmarks/bench_ms_flip.py --device cpu                    # ViT 192-d x 4, UPerHead 128 ch
     python benchmarks/bench_ms_flip.py --device cpu --arch base --ratios 1.75   # ViT-B, the largest view
@@ -119,7 +120,11 @@ def child(args) -> None:
 
         dense_inference.auto_max_batch = recorded
     memory = Memory(device)
-    with torch.no_grad():
+    amp = dict(device_type=device.type, dtype=torch.float16, enabled=device.type == 'cuda')  # as 0.x tested
+    with torch.no_grad(), torch.autocast(**amp):
+        if device.type == 'cuda':  # warm-up (kernel selection, allocator); too slow to repeat on CPU
+            fn(model, image)
+            chunks.clear()
         memory.start()
         t0 = time.perf_counter()
         probs = fn(model, image)
