@@ -143,15 +143,19 @@ class Attention(nn.Module):
         return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
 
     def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """FlexAttention with the bias read inside the kernel: (B, heads, N, d) -> (B, heads, N, d)."""
+        """FlexAttention with the bias read inside the kernel: (B, heads, N, d) -> (B, heads, N, d).
+
+        The captured bias tensors stay fp32 under autocast: the kernel adds them to fp32 scores, and its
+        backward accumulates their gradients with atomic adds (in their dtype, in no fixed order, so on a
+        GPU the table gradients vary in the last bits from run to run).
+        """
         score_mod = None
         if self.rel_pos == 'beit':
-            bias = self._beit_bias(hw, q.device)[0].to(q.dtype).contiguous()  # (heads, N, N), batch-free
+            bias = self._beit_bias(hw, q.device)[0].float().contiguous()  # (heads, N, N), batch-free
             score_mod = beit_score_mod(bias)
         elif self.rel_pos == 'decomposed':
-            score_mod = decomposed_score_mod(
-                *decomposed_rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
-            )
+            bias_h, bias_w = decomposed_rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
+            score_mod = decomposed_score_mod(bias_h.float(), bias_w.float())  # (B, heads, N, kh), (.., kw)
         kernel = _flex_kernel(q)
         if q.device.type == 'cpu':
             return _outside_compiled_graph(kernel, q, k, v, score_mod)
