@@ -104,5 +104,10 @@ def compile_blocks(blocks: Iterable[nn.Module], options: bool | dict | None) -> 
         raise ConfigError(
             f'compile={options!r}: unknown torch.compile arguments {unknown}; expected {sorted(allowed)}'
         )
+    # Each kind of block (windowed/global, with/without stochastic depth, train/eval, static/dynamic batch)
+    # compiles once per code object; torch's default limit of 8 would leave the later kinds uncompiled.
+    config = torch._dynamo.config
+    name = 'recompile_limit' if hasattr(config, 'recompile_limit') else 'cache_size_limit'
+    setattr(config, name, max(getattr(config, name), 32))
     for block in blocks:
         block.compile(**options)
