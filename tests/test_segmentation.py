@@ -187,14 +187,11 @@ def test_released_mmseg_checkpoint_gives_mmseg_logits(tmp_path, version):
 
 @pytest.mark.parametrize('chunk', [1, 3, 16])
 def test_streamed_chunks_equal_mmseg_slide_inference(chunk, monkeypatch):
-    """Any chunk size (here forced past the memory rule), chunks spanning windows and images: mmseg's logits."""
+    """Any chunk size (fit_memory=False: exactly max_batch), chunks spanning windows and images: mmseg's logits."""
     from mmseg.models.segmentors import EncoderDecoder
 
-    from mae_dense.models import dense_inference
-
-    monkeypatch.setattr(dense_inference, 'auto_max_batch', lambda cap, *args: cap)
     model = build_segmentor()
-    model.test_cfg['max_batch'] = chunk
+    model.test_cfg.update(max_batch=chunk, fit_memory=False)
     sizes = []
     encode = model.encode_decode
     monkeypatch.setattr(model, 'encode_decode', lambda x, metas: sizes.append(len(x)) or encode(x, metas))

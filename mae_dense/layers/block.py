@@ -81,16 +81,17 @@ class Block(nn.Module):
 def compile_blocks(blocks: Iterable[nn.Module], options: bool | dict | None) -> None:
     """Regional ``torch.compile``: compile each block in place (``nn.Module.compile``), or nothing.
 
-    One block is small and all blocks share its code, so compilation is quick and its result is reused by
-    every block of the same kind (windowed/global); parameter names and checkpoints are unchanged. Token
-    grids are static in training and sliding-window inference (the crop, the LSJ-padded 1024 square);
-    only the number of windows per chunk changes, which torch's default (``dynamic=None``) absorbs with
-    one recompilation marking the batch dimension dynamic.
+    A block is small and all blocks share its code, so compilation is quick and one graph serves every
+    block of the same kind; parameter names and checkpoints are unchanged. Shapes are static
+    (``dynamic=False``): token grids do not change in training or sliding-window inference (the crop, the
+    LSJ-padded 1024 square), each kind of block (MAE encoder/decoder, windowed/global, train/eval) gets
+    its own specialised graph, and each distinct number of windows in a chunk compiles once
+    (``test_cfg.max_batch`` bounds them).
 
     Args:
         blocks: the modules to compile.
-        options: ``False``/``None`` (eager), ``True`` (torch's defaults) or ``torch.compile`` keyword
-            arguments, e.g. ``dict(mode='max-autotune-no-cudagraphs')``.
+        options: ``False``/``None`` (eager), ``True`` (``dynamic=False``, torch's other defaults) or
+            ``torch.compile`` keyword arguments over those, e.g. ``dict(mode='max-autotune-no-cudagraphs')``.
     """
     if options is None or options is False:
         return
@@ -104,10 +105,10 @@ def compile_blocks(blocks: Iterable[nn.Module], options: bool | dict | None) -> 
         raise ConfigError(
             f'compile={options!r}: unknown torch.compile arguments {unknown}; expected {sorted(allowed)}'
         )
-    # Each kind of block (windowed/global, with/without stochastic depth, train/eval, static/dynamic batch)
-    # compiles once per code object; torch's default limit of 8 would leave the later kinds uncompiled.
+    # Every kind and chunk size above compiles once per code object; torch's default limit of 8 would
+    # leave the later ones running uncompiled.
     config = torch._dynamo.config
     name = 'recompile_limit' if hasattr(config, 'recompile_limit') else 'cache_size_limit'
     setattr(config, name, max(getattr(config, name), 32))
     for block in blocks:
-        block.compile(**options)
+        block.compile(**{'dynamic': False, **options})

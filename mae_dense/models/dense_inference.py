@@ -77,6 +77,7 @@ def slide_logits(
     crop: tuple[int, int],
     stride: tuple[int, int],
     max_batch: int = 16,
+    fit_memory: bool = True,
 ) -> torch.Tensor:
     """Sliding-window logits of a batch, streamed: chunks of crops, each added to the sum when computed.
 
@@ -89,6 +90,7 @@ def slide_logits(
         num_classes: logit channels.
         crop, stride: window size and step (rows, cols).
         max_batch: most crops per forward pass; fewer when memory is short (:func:`auto_max_batch`).
+        fit_memory: ``False``: exactly ``max_batch`` crops per pass, whatever the memory.
 
     Returns:
         (B, num_classes, H, W) logits, averaged where windows overlap.
@@ -102,9 +104,9 @@ def slide_logits(
     count = x.new_zeros((1, 1, hp, wp))
     for y1, y2, x1, x2 in boxes:
         count[:, :, y1:y2, x1:x2] += 1
-    chunk = auto_max_batch(
-        max(1, max_batch), crop, num_classes, preds.numel() * preds.element_size(), x.device
-    )
+    chunk = max(1, max_batch)
+    if fit_memory:
+        chunk = auto_max_batch(chunk, crop, num_classes, preds.numel() * preds.element_size(), x.device)
     crops = [(box, i) for box in boxes for i in range(b)]  # window-major: the order of the sums is mmseg's
     for start in range(0, len(crops), chunk):
         part = crops[start : start + chunk]
