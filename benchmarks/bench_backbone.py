@@ -102,7 +102,8 @@ def main() -> None:
 
     rows = {name: measure(step_fn(m), device, iters=args.iters) for name, m in models.items()}
     title = (
-        f'seg-mode ViT {"forward (no grad)" if args.forward_only else "forward+backward"}: depth {args.depth}, '
+        f'seg-mode ViT {"forward (no grad)" if args.forward_only else "forward+backward"}: '
+        f'depth {args.depth}, '
         f'{args.size} px, batch {args.batch}, {dtype or "fp32"}, {device_name(device)}'
     )
     rows = report(title, rows, 'mmseg MAE (reference)', per=args.batch)

@@ -187,7 +187,7 @@ def test_released_mmseg_checkpoint_gives_mmseg_logits(tmp_path, version):
 
 @pytest.mark.parametrize('chunk', [1, 3, 16])
 def test_streamed_chunks_equal_mmseg_slide_inference(chunk, monkeypatch):
-    """Any chunk size (fit_memory=False: exactly max_batch), chunks spanning windows and images: mmseg's logits."""
+    """Any chunk size (fit_memory=False: exactly max_batch), chunks across windows and images: mmseg's."""
     from mmseg.models.segmentors import EncoderDecoder
 
     model = build_segmentor()
@@ -205,7 +205,7 @@ def test_streamed_chunks_equal_mmseg_slide_inference(chunk, monkeypatch):
 
 
 def test_each_chunk_is_freed_before_the_next_forward():
-    """Streaming: when the model runs on a chunk, no earlier chunk's logits are alive (one chunk + the sum)."""
+    """Streaming: when the model runs on a chunk, no earlier chunk's logits are alive (one chunk + sum)."""
     import weakref
 
     from mae_dense.models.dense_inference import slide_logits

@@ -226,7 +226,7 @@ def test_compile_option_is_checked():
 @pytest.mark.slow
 @requires_inductor
 def test_compiled_blocks_with_flex_attention_infer_like_eager():
-    """compile=True with attn_impl='flex': the BEiT bias computed in the compiled block, read by the kernel."""
+    """compile=True, attn_impl='flex': the BEiT bias computed in the compiled block, read by the kernel."""
     kw = dict(img_size=32, **TINY)
     eager = randomize_(VisionTransformer(mode='seg', attn_impl='eager', **kw), seed=9).eval()
     compiled = VisionTransformer(mode='seg', attn_impl='flex', compile=True, **kw).eval()

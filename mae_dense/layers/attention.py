@@ -4,8 +4,8 @@
   its backward computes a (B, heads, N, N) bias gradient, and 1025 tokens (cls + 32x32) miss the kernels'
   alignment, so on a GPU it is no faster than eager for the BEiT bias.
 * ``'flex'``: FlexAttention (compiled once per process) with a ``score_mod`` that reads the bias inside the
-  kernel (:func:`~mae_dense.layers.rel_pos.beit_score_mod`, :func:`~mae_dense.layers.rel_pos.decomposed_score_mod`);
-  gradients reach the BEiT table and ViTDet's ``rel_pos_h``/``rel_pos_w`` (and q) through the captured tensors.
+  kernel (``beit_score_mod``, ``decomposed_score_mod`` in :mod:`~mae_dense.layers.rel_pos`); gradients
+  reach the BEiT table and ViTDet's ``rel_pos_h``/``rel_pos_w`` (and q) through the captured tensors.
   torch has no FlexAttention backward on CPU: there it serves inference only.
 * ``'eager'``: the explicit softmax(q k^T * scale + bias) v (what FLOP counters and the references do).
 * ``'auto'``: ``'flex'`` on CUDA when there is a relative-position bias, else ``'sdpa'`` (so on CPU exactly

@@ -25,7 +25,7 @@ CROP_MEMORY_IN_LOGITS = 4
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes that can still be allocated: CUDA ``mem_get_info``; CPU: ``MemAvailable`` (Linux) or free pages."""
+    """Bytes still free: CUDA ``mem_get_info``; CPU: ``MemAvailable`` (Linux), else the free pages."""
     if device.type == 'cuda':
         return torch.cuda.mem_get_info(device)[0]
     try:
