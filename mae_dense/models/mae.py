@@ -61,7 +61,8 @@ class MaskedAutoencoder(nn.Module):
         mlp_ratio: MLP hidden width / width, encoder and decoder.
         norm_pix_loss: regress per-patch normalised pixels (the paper's default recipe).
         mask_ratio: default fraction of patches removed (0.75).
-        attn_impl: ``'sdpa'``, ``'eager'`` (explicit softmax; what FLOP counters can see), ``'flex'`` or ``'auto'``.
+        attn_impl: ``'sdpa'``, ``'eager'`` (explicit softmax; what FLOP counters can see), ``'flex'``
+            or ``'auto'``.
         grad_checkpointing: recompute encoder and decoder blocks in backward.
         compile: regional ``torch.compile`` of the encoder and decoder blocks (``True`` or
             ``torch.compile`` arguments; see :func:`~mae_dense.layers.compile_blocks`). Off by default.
