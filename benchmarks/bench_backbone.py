@@ -2,8 +2,12 @@
 
     python benchmarks/bench_backbone.py                      # CPU, reduced size (ViT-B depth 4, 224 px)
     python benchmarks/bench_backbone.py --device cuda --full  # ViT-B at 512 px, batch 8, bf16 autocast
+    python benchmarks/bench_backbone.py --device cuda --full --compile   # + the blocks compiled
 
-Prints seconds per iteration, images/s, speed-up and (CUDA) peak-memory ratios against mmseg.
+Rows: mmseg's MAE backbone, then ours with each attention (eager, SDPA with the bias as the mask, and on
+CUDA FlexAttention with the trainable table read in the kernel; torch has no FlexAttention backward on
+CPU); ``--compile`` adds the same with the blocks compiled. Prints seconds per iteration, images/s,
+speed-up and (CUDA) peak-memory ratios against mmseg.
 """
 
 from __future__ import annotations
@@ -38,18 +42,22 @@ def build(args, device):
     )
     ref = MAE(**kw).to(device)
     models = {'mmseg MAE (reference)': ref}
-    for impl in ('eager', 'sdpa'):
-        ours = VisionTransformer(
-            mode='seg',
-            img_size=args.size,
-            depth=args.depth,
-            out_indices=[args.depth - 1],
-            init_values=1.0,
-            drop_path_rate=0.1,
-            attn_impl=impl,
-        )
-        load_backbone(ours, ref.state_dict(), log=False)
-        models[f'mae-dense {impl}'] = ours.to(device)
+    can_flex = device.type == 'cuda' or args.forward_only  # no FlexAttention backward on CPU
+    impls = args.impls or (['eager', 'sdpa', 'flex'] if can_flex else ['eager', 'sdpa'])
+    for compile_ in (False, True) if args.compile else (False,):
+        for impl in impls:
+            ours = VisionTransformer(
+                mode='seg',
+                img_size=args.size,
+                depth=args.depth,
+                out_indices=[args.depth - 1],
+                init_values=1.0,
+                drop_path_rate=0.1,
+                attn_impl=impl,
+                compile=compile_,
+            )
+            load_backbone(ours, ref.state_dict(), log=False)
+            models[f'mae-dense {impl}{" compiled" if compile_ else ""}'] = ours.to(device)
     return models
 
 
@@ -62,6 +70,14 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--dtype', default=None, help='autocast dtype (bfloat16/float16); CUDA default bf16')
+    parser.add_argument(
+        '--impls',
+        nargs='+',
+        choices=('eager', 'sdpa', 'flex', 'auto'),
+        help='default: all that can train here',
+    )
+    parser.add_argument('--compile', action='store_true', help='also each with its blocks compiled')
+    parser.add_argument('--forward-only', action='store_true', help='inference (no grad): flex runs on CPU')
     parser.add_argument('--json')
     args = parser.parse_args()
     if args.full:
@@ -78,12 +94,17 @@ def main() -> None:
                 out = model(x)
             sum(o.float().square().mean() for o in out).backward()
 
-        return step
+        def forward():
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                model(x)
+
+        return forward if args.forward_only else step
 
     rows = {name: measure(step_fn(m), device, iters=args.iters) for name, m in models.items()}
     title = (
-        f'seg-mode ViT forward+backward: depth {args.depth}, {args.size} px, batch {args.batch}, '
-        f'{dtype or "fp32"}, {device_name(device)}'
+        f'seg-mode ViT {"forward (no grad)" if args.forward_only else "forward+backward"}: '
+        f'depth {args.depth}, '
+        f'{args.size} px, batch {args.batch}, {dtype or "fp32"}, {device_name(device)}'
     )
     rows = report(title, rows, 'mmseg MAE (reference)', per=args.batch)
     dump(args.json, dict(title=title, rows=rows))

@@ -1,9 +1,14 @@
-"""ViT Mask R-CNN (the COCO config) train step: SDPA against eager attention, same weights, same run.
+"""ViT Mask R-CNN (the COCO config) train step: SDPA and FlexAttention against eager, same weights, same run.
 
     python benchmarks/bench_detection.py                       # CPU: ViT-B, 256 px, batch 1
     python benchmarks/bench_detection.py --threads 1           # the same, steadier on a shared machine
     python benchmarks/bench_detection.py --device cuda --full  # ViT-B at 1024 px (the recipe), batch 1
     python benchmarks/bench_detection.py --device cuda --full --arch large --batch 4
+    python benchmarks/bench_detection.py --device cuda --full --compile   # + each with its blocks compiled
+
+Attention rows: eager (detectron2's form: the (B, heads, N, N) decomposed bias added to the scores), SDPA
+(the bias as its mask) and, on CUDA, FlexAttention (the two small factors q.Rh, q.Rw read in the kernel;
+torch has no FlexAttention backward on CPU).
 
 Prints seconds per training step (data preprocessor, forward, loss, backward and AdamW step through the
 config's AmpOptimWrapper: fp16 autocast + dynamic loss scale on CUDA, fp32 on CPU), images/s, the speed-up
@@ -51,12 +56,13 @@ def load_config(args: argparse.Namespace):
     return cfg
 
 
-def build(cfg, attn_impl: str, state: dict | None = None) -> nn.Module:
+def build(cfg, attn_impl: str, state: dict | None = None, compile_: bool = False) -> nn.Module:
     """The config's detector (on CPU) with the given attention; ``state``: weights to share."""
     from mmdet.registry import MODELS
 
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone.attn_impl = attn_impl
+    cfg.model.backbone.compile = compile_
     model = MODELS.build(cfg.model)
     if state is None:
         model.init_weights()
@@ -120,6 +126,13 @@ def main() -> None:
     parser.add_argument(
         '--threads', type=int, default=None, help='CPU threads (1: steadier on a busy machine)'
     )
+    parser.add_argument(
+        '--impls',
+        nargs='+',
+        choices=('sdpa', 'flex', 'auto'),
+        help='besides eager (default: sdpa, + flex on CUDA)',
+    )
+    parser.add_argument('--compile', action='store_true', help='also each with its blocks compiled')
     parser.add_argument('--json')
     args = parser.parse_args()
     if args.full:
@@ -140,7 +153,11 @@ def main() -> None:
     cfg = load_config(args)
     torch.manual_seed(0)
     models = {'eager attention': build(cfg, 'eager', None)}
-    models['sdpa attention'] = build(cfg, 'sdpa', models['eager attention'].state_dict())
+    state = models['eager attention'].state_dict()
+    impls = args.impls or (['sdpa', 'flex'] if device.type == 'cuda' else ['sdpa'])
+    for compile_ in (False, True) if args.compile else (False,):
+        for impl in impls:
+            models[f'{impl} attention{" compiled" if compile_ else ""}'] = build(cfg, impl, state, compile_)
     data = batch(args.batch, args.size, device)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     dtype = torch.float16 if device.type == 'cuda' else None

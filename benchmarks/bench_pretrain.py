@@ -6,11 +6,16 @@
 * ``official (timm Block, eager)``: the official models_mae.py structure with timm ``Block`` and eager
   (non-fused) attention, i.e. what the reference repository runs on a current timm with fused_attn off.
 
-One step = forward, loss, backward, AdamW update. MFU (CUDA) uses fvcore's FLOPs of the MAE forward
-(x2 for multiply-add, x3 for forward+backward) against the H200's 989 TFLOP/s dense bf16 peak.
+* ``--compile``/``--fused`` add a row: mae-dense with its blocks compiled (regional ``torch.compile``)
+  and/or the fused AdamW (one kernel for all parameters), same weights and masks.
+
+One step = forward, loss, backward, AdamW update (torch's default AdamW: for-each on CUDA). MFU (CUDA)
+uses fvcore's FLOPs of the MAE forward (x2 for multiply-add, x3 for forward+backward) against the H200's
+989 TFLOP/s dense bf16 peak (H100 SXM: the same 989).
 
     python benchmarks/bench_pretrain.py                          # CPU: tiny model
-    python benchmarks/bench_pretrain.py --device cuda --arch large --batch 128
+    python benchmarks/bench_pretrain.py --compile --fused        # CPU: + the compiled/fused row
+    python benchmarks/bench_pretrain.py --device cuda --arch large --batch 128 --compile --fused
 """
 
 from __future__ import annotations
@@ -153,6 +158,8 @@ def main() -> None:
     parser.add_argument('--arch', default='tiny', choices=sorted(SIZES))
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--compile', action='store_true', help='extra row: mae-dense with compiled blocks')
+    parser.add_argument('--fused', action='store_true', help='extra row: mae-dense with the fused AdamW')
     parser.add_argument('--json')
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -164,11 +171,16 @@ def main() -> None:
         'encoder with mask tokens': MaskTokenEncoderMAE(**kw),
         'mae-dense': MaskedAutoencoder(**kw),
     }
+    fast = ', '.join(['compiled'] * args.compile + ['fused AdamW'] * args.fused)
+    if fast:
+        impls[f'mae-dense ({fast})'] = MaskedAutoencoder(**kw, compile=args.compile)
+        impls[f'mae-dense ({fast})'].load_state_dict(impls['mae-dense'].state_dict())
     x = torch.randn(args.batch, 3, kw['img_size'], kw['img_size'], device=device)
 
     def step_fn(model):
         model.to(device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+        fused = dict(fused=True) if args.fused and model is impls.get(f'mae-dense ({fast})') else {}
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, **fused)
 
         def step():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -196,7 +208,7 @@ def main() -> None:
 
         macs = count(args.arch, 0.75, kw['img_size'], 1)['pretrain_flops_mae']  # fvcore: multiply-adds
         flops_per_img = 3 * 2 * macs
-        for name in ('mae-dense', 'official (timm Block, eager)'):
+        for name in [n for n in rows if n.startswith('mae-dense') or n.startswith('official')]:
             ips = args.batch / rows[name]['seconds']
             rows[name]['mfu'] = ips * flops_per_img / PEAK_BF16
             print(f'  MFU {name}: {100 * rows[name]["mfu"]:.1f}% ({ips * flops_per_img / 1e12:.0f} TFLOP/s)')

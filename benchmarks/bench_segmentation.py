@@ -1,10 +1,14 @@
 """UperNet + MAE on ADE20K-sized inputs: ours against mmseg's own model, same weights, same run.
 
-1. Slide inference images/s: our batched windows vs mmseg's ``slide_inference`` (one crop at a time).
-2. Train-step time and peak memory: our config vs mmseg's ``mae-base_upernet_8xb2-amp-160k`` config.
+1. Slide inference images/s: our streamed windows vs mmseg's ``slide_inference`` (one crop at a time).
+2. Train-step time and peak memory: our config vs mmseg's ``mae-base_upernet_8xb2-amp-160k`` config (as it
+   runs, and with a real AmpOptimWrapper); ours also with the unfused AdamW, to show the fused one's share.
+
+``--attn-impl``/``--compile`` add rows for our config with those backbone options (same weights).
 
     python benchmarks/bench_segmentation.py                       # CPU: depth 4, crop 128
     python benchmarks/bench_segmentation.py --device cuda --full  # ViT-B, crop 512, 512x683 images
+    python benchmarks/bench_segmentation.py --device cuda --full --attn-impl auto --compile
 """
 
 from __future__ import annotations
@@ -85,6 +89,11 @@ def main() -> None:
     )
     parser.add_argument('--train-batch', type=int, default=2)
     parser.add_argument('--iters', type=int, default=3)
+    parser.add_argument(
+        '--attn-impl', choices=('auto', 'sdpa', 'flex', 'eager'), help='extra rows: ours with it'
+    )
+    parser.add_argument('--compile', action='store_true', help='extra rows: ours with the blocks compiled')
+    parser.add_argument('--max-batch', type=int, default=None, help='ours: test_cfg.max_batch (the cap)')
     parser.add_argument('--json')
     args = parser.parse_args()
     if args.full:
@@ -101,9 +110,22 @@ def main() -> None:
 
     register_all_modules(init_default_scope=True)
     ours_cfg, ref_cfg = configs(args)
+    if args.max_batch:
+        ours_cfg.model.test_cfg.max_batch = args.max_batch
     torch.manual_seed(0)
     ours = build(ours_cfg, device).eval()
     ref = build(ref_cfg, device).eval()
+    fast, fast_name = None, ''
+    if args.attn_impl or args.compile:
+        fast_cfg = copy.deepcopy(ours_cfg)
+        if args.attn_impl:
+            fast_cfg.model.backbone.attn_impl = args.attn_impl
+        fast_cfg.model.backbone.compile = args.compile
+        fast_name = ', '.join(
+            ([f'attn {args.attn_impl}'] if args.attn_impl else []) + ['compiled'] * args.compile
+        )
+        fast = build(fast_cfg, device).eval()
+        fast.load_state_dict(ours.state_dict())
     from mae_dense.checkpoint.layouts import canonical_to_mm
 
     ref_sd = {
@@ -134,8 +156,14 @@ def main() -> None:
         'mmseg slide_inference': measure(
             slide(ref, EncoderDecoder.slide_inference), device, iters=args.iters
         ),
-        'mae-dense batched slide': measure(slide(ours, type(ours).slide_inference), device, iters=args.iters),
+        'mae-dense streamed slide': measure(
+            slide(ours, type(ours).slide_inference), device, iters=args.iters
+        ),
     }
+    if fast is not None:
+        rows[f'mae-dense ({fast_name})'] = measure(
+            slide(fast, type(fast).slide_inference), device, iters=args.iters
+        )
     title = (
         f'slide inference, crop {args.crop}, image {h}x{w}, depth {args.depth}, '
         f'{"fp16" if amp["enabled"] else "fp32"}, {device_name(device)}; pixel agreement {agree:.4f}'
@@ -146,12 +174,17 @@ def main() -> None:
     runs = [
         ('mmseg MAE UperNet config', ref_cfg, ref, 'OptimWrapper'),
         ('mmseg model + real AMP', ref_cfg, ref, 'AmpOptimWrapper'),
+        ('mae-dense config, AdamW unfused', ours_cfg, ours, 'unfused'),
         ('mae-dense config', ours_cfg, ours, None),
     ]
+    if fast is not None:
+        runs.append((f'mae-dense config ({fast_name})', ours_cfg, fast, None))
     for name, cfg, model, wrapper_type in runs:
         model.train()
         ow_cfg = copy.deepcopy(cfg.optim_wrapper)
-        if wrapper_type:  # mmseg's "amp" config really runs fp32: its fp16=dict(...) is read by nothing
+        if wrapper_type == 'unfused':
+            ow_cfg.optimizer.pop('fused', None)
+        elif wrapper_type:  # mmseg's "amp" config really runs fp32: its fp16=dict(...) is read by nothing
             ow_cfg.type = wrapper_type
             if wrapper_type == 'AmpOptimWrapper':
                 ow_cfg.loss_scale = 'dynamic'
@@ -165,7 +198,26 @@ def main() -> None:
         '(mmseg config as it runs: fp32; ours: AmpOptimWrapper)'
     )
     train_rows = report(title2, train_rows, 'mmseg MAE UperNet config', per=args.train_batch)
-    dump(args.json, dict(slide=dict(title=title, rows=slide_rows), train=dict(title=title2, rows=train_rows)))
+
+    # The optimizer step alone, over our model's parameters and gradients: torch's default AdamW (for-each
+    # on CUDA, a loop over parameters on CPU) against the fused one of our configs.
+    params = [p for p in ours.parameters() if p.requires_grad]
+    for p in params:  # the train steps above left none (zero_grad sets them to None)
+        p.grad = torch.randn_like(p)
+    adamw_rows = {}
+    for name, kw in (('AdamW (default)', {}), ('AdamW fused', dict(fused=True))):
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05, **kw)
+        adamw_rows[name] = measure(opt.step, device, warmup=1, iters=args.iters)
+    title3 = f'AdamW step over {sum(p.numel() for p in params) / 1e6:.1f}M parameters, {device_name(device)}'
+    adamw_rows = report(title3, adamw_rows, 'AdamW (default)', per=1, unit='step')
+    dump(
+        args.json,
+        dict(
+            slide=dict(title=title, rows=slide_rows),
+            train=dict(title=title2, rows=train_rows),
+            adamw=dict(title=title3, rows=adamw_rows),
+        ),
+    )
 
 
 if __name__ == '__main__':

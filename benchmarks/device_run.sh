@@ -18,15 +18,23 @@ echo "mmcv build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/env.txt"
 run() {  # name, command...
   local name=$1; shift
   echo "== $name: $*"
-  timeout 240 "$@" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1
-  echo "rc=$?"; grep -v -i warn "$OUT/$name.log" | grep -A8 -E '^(seg-mode|slide|train step|MAE pretraining)' | grep -v '^--$'
+  timeout "${TIMEOUT:-240}" "$@" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+  echo "rc=$?"; grep -v -i warn "$OUT/$name.log" | grep -A9 -E '^(seg-mode|slide|train step|AdamW|MAE|ms\+flip|backbone)' | grep -v '^--$'
 }
-for b in ${BENCHES:-backbone segmentation pretrain_large pretrain_base}; do
+# Each bench compares mae-dense with its reference in the same run; the flex/compile/fused rows come from
+# the options below (benchmarks/RESULTS.md lists what each row means).
+for b in ${BENCHES:-backbone segmentation ms_flip pretrain_large pretrain_base}; do
   case $b in
-    backbone) run backbone python3 benchmarks/bench_backbone.py --device cuda --full --iters 10 ;;
-    segmentation) run segmentation python3 benchmarks/bench_segmentation.py --device cuda --full --iters 5 ;;
-    pretrain_large) run pretrain_large python3 benchmarks/bench_pretrain.py --device cuda --arch large --batch 128 ;;
-    pretrain_base) run pretrain_base python3 benchmarks/bench_pretrain.py --device cuda --arch base --batch 256 ;;
-    detection) run detection python3 benchmarks/bench_detection.py --device cuda --full ;;
+    backbone) run backbone python3 benchmarks/bench_backbone.py --device cuda --full --iters 10 --compile ;;
+    segmentation) run segmentation python3 benchmarks/bench_segmentation.py --device cuda --full --iters 5 \
+                    --attn-impl auto --compile ;;
+    ms_flip) run ms_flip python3 benchmarks/bench_ms_flip.py --device cuda --arch base --image 512 683 ;;
+    pretrain_large) run pretrain_large python3 benchmarks/bench_pretrain.py --device cuda --arch large --batch 128 \
+                      --compile --fused ;;
+    pretrain_base) run pretrain_base python3 benchmarks/bench_pretrain.py --device cuda --arch base --batch 256 \
+                     --compile --fused ;;
+    detection) run detection python3 benchmarks/bench_detection.py --device cuda --full --compile ;;
+    detection_large) run detection_large python3 benchmarks/bench_detection.py --device cuda --full --arch large ;;
+    loader) run loader python3 benchmarks/bench_loader.py --device cuda --workers 4 8 16 --batch 128 ;;
   esac
 done

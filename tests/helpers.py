@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from mae_dense.models import MaskedAutoencoder
@@ -28,6 +31,13 @@ TINY_MAE_CONFIG = ROOT / 'configs/pretrain/mae_vit-tiny-p8_1xb16-amp-coslr-10e_s
 def tiny_mae(**kwargs: Any) -> MaskedAutoencoder:
     """The tiny MAE (``kwargs`` override its arguments)."""
     return MaskedAutoencoder(**{**TINY_MAE, **kwargs})
+
+
+# torch.compile on CPU generates C++: without a compiler, the compile tests are skipped with this reason.
+requires_inductor = pytest.mark.skipif(
+    shutil.which(os.environ.get('CXX', 'g++')) is None,
+    reason='inductor needs a C++ compiler to compile on CPU',
+)
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

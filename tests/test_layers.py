@@ -103,3 +103,128 @@ def test_sdpa_equals_eager(rel_pos):
     eager.load_state_dict(sdpa.state_dict())
     x = torch.randn(2, 12 + cls, 32)
     torch.testing.assert_close(sdpa(x, (3, 4)), eager(x, (3, 4)), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every attention path against the eager one: outputs and gradients (input, qkv/proj weights, bias tables).
+
+# (rel_pos, table grid, input grid, window): BEiT with cls at, under and over the table size; ViTDet windowed
+# (a 4x5 grid zero-padded to 3x3 windows) and global (at the table size and interpolated); no bias.
+ATTN_CASES = {
+    'beit-equal': ('beit', (3, 4), (3, 4), 0),
+    'beit-smaller': ('beit', (3, 4), (2, 3), 0),
+    'beit-larger': ('beit', (3, 4), (4, 5), 0),
+    'decomposed-windowed-padded': ('decomposed', (3, 3), (4, 5), 3),
+    'decomposed-global': ('decomposed', (4, 5), (4, 5), 0),
+    'decomposed-global-resized': ('decomposed', (3, 4), (4, 5), 0),
+    'none': (None, None, (3, 4), 0),
+}
+
+
+def _attn_block(case: str, attn_impl: str, seed: int = 0, dim: int = 32):
+    from helpers import randomize_
+
+    from mae_dense.layers import Block
+
+    rel_pos, table_grid, grid, window = ATTN_CASES[case]
+    cls = rel_pos != 'decomposed'
+    block = Block(
+        dim, 4, init_values=1.0, window_size=window, rel_pos=rel_pos, rel_pos_size=table_grid,
+        cls_token=cls, attn_impl=attn_impl,
+    )  # fmt: skip
+    randomize_(block, seed=seed)  # non-zero tables and gammas
+    n = grid[0] * grid[1] + cls
+    x = torch.randn(2, n, dim, generator=torch.Generator().manual_seed(seed + 1))
+    return block, x, grid
+
+
+def _out_and_grads(block, x, grid):
+    x = x.clone().requires_grad_(True)
+    out = block(x, grid)
+    names = [n for n, _ in block.named_parameters() if n.startswith('attn.')]
+    params = dict(block.named_parameters())
+    grads = torch.autograd.grad(
+        (out * torch.linspace(-1, 1, out.shape[-1], device=out.device)).square().sum(),
+        [x] + [params[n] for n in names],
+    )
+    return out, dict(zip(['input'] + names, grads))
+
+
+@pytest.fixture
+def flex_reference(monkeypatch):
+    """FlexAttention's own reference forward and backward, on CPU.
+
+    torch runs FlexAttention's backward only on GPUs (its compiled kernel); on CPU it refuses any input that
+    requires grad. Lifting that guard runs the uncompiled higher-order op: the dense reference of the same
+    score_mod semantics, including the gradients of captured tensors, which the CUDA kernel implements.
+    """
+    import warnings
+
+    import torch.nn.attention.flex_attention as fa
+
+    from mae_dense.layers import attention
+
+    monkeypatch.setattr(fa, '_validate_device', lambda *args: None)
+    monkeypatch.setattr(attention, '_flex_kernel', lambda q: fa.flex_attention)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='flex_attention called without torch.compile')
+        yield
+
+
+@pytest.mark.parametrize('case', list(ATTN_CASES))
+def test_sdpa_outputs_and_gradients_equal_eager(case):
+    out, grads = _out_and_grads(*_attn_block(case, 'sdpa'))
+    out_e, grads_e = _out_and_grads(*_attn_block(case, 'eager'))
+    torch.testing.assert_close(out, out_e, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == grads_e.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_e[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize('case', list(ATTN_CASES))
+def test_flex_outputs_and_gradients_equal_eager(case, flex_reference):
+    out, grads = _out_and_grads(*_attn_block(case, 'flex'))
+    out_e, grads_e = _out_and_grads(*_attn_block(case, 'eager'))
+    torch.testing.assert_close(out, out_e, rtol=1e-5, atol=1e-5)
+    table_grads = [n for n in grads if n.endswith(('relative_position_bias_table', 'rel_pos_h', 'rel_pos_w'))]
+    assert len(table_grads) == (0 if case == 'none' else 1 if case.startswith('beit') else 2)
+    for name in grads:
+        assert grads[name].abs().sum() > 0, name
+        torch.testing.assert_close(grads[name], grads_e[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize('case', ['beit-larger', 'decomposed-windowed-padded', 'decomposed-global'])
+def test_compiled_flex_inference_on_cpu_equals_eager(case):
+    """The real compiled kernel (C++ on CPU), forward only: torch has no FlexAttention backward on CPU."""
+    block, x, grid = _attn_block(case, 'flex')
+    ref, _, _ = _attn_block(case, 'eager')
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, grid), ref(x, grid), rtol=1e-5, atol=1e-5)
+
+
+def test_flex_refuses_to_train_on_cpu():
+    from mae_dense.errors import ConfigError
+
+    block, x, grid = _attn_block('beit-equal', 'flex')
+    with pytest.raises(ConfigError, match="attn_impl='flex' on CPU: .* no backward"):
+        block(x, grid)
+
+
+@pytest.mark.parametrize('case', list(ATTN_CASES))
+def test_auto_is_sdpa_on_cpu(case):
+    out, grads = _out_and_grads(*_attn_block(case, 'auto'))
+    out_s, grads_s = _out_and_grads(*_attn_block(case, 'sdpa'))
+    assert torch.equal(out, out_s) and all(torch.equal(grads[n], grads_s[n]) for n in grads)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the compiled FlexAttention backward needs CUDA')
+@pytest.mark.parametrize('case', ['beit-larger', 'decomposed-windowed-padded', 'decomposed-global'])
+def test_flex_kernel_gradients_equal_eager_on_cuda(case):
+    block, x, grid = _attn_block(case, 'flex', dim=64)  # head_dim 16: the Triton kernel's smallest
+    ref, _, _ = _attn_block(case, 'eager', dim=64)
+    out, grads = _out_and_grads(block.cuda(), x.cuda(), grid)
+    out_e, grads_e = _out_and_grads(ref.cuda(), x.cuda(), grid)
+    torch.testing.assert_close(out, out_e, rtol=1e-4, atol=1e-4)
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_e[name], rtol=1e-3, atol=1e-4, msg=name)

@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 import torch
-from helpers import randomize_
+from helpers import randomize_, requires_inductor
 from helpers import tiny_mae as tiny
 from torch import nn
 
@@ -326,3 +326,17 @@ def test_factory_sizes(monkeypatch):
         assert (cfg['embed_dim'], cfg['depth'], cfg['num_heads'], cfg['patch_size']) == (dim, depth, heads, p)
         assert (cfg['decoder_embed_dim'], cfg['decoder_depth'], cfg['decoder_num_heads']) == (512, 8, 16)
         assert cfg['mlp_ratio'] == 4.0 and cfg['norm_pix_loss'] is True
+
+
+@pytest.mark.slow
+@requires_inductor
+def test_compiled_blocks_give_the_same_loss():
+    """compile=True compiles every encoder and decoder block in place; the loss is the uncompiled one."""
+    eager = randomize_(tiny(), seed=8)
+    compiled = tiny(compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    blocks = list(compiled.backbone.blocks) + list(compiled.decoder_blocks)
+    assert all(b._compiled_call_impl is not None for b in blocks)
+    imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, L)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(imgs, noise=noise)[0], eager(imgs, noise=noise)[0])

@@ -198,3 +198,61 @@ def test_slide_with_padding_metas_equals_mmseg_slide_inference():
         expect = EncoderDecoder.slide_inference(model, x, [dict(meta)])
         got = model.slide_inference(x, [dict(meta)])
     torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('chunk', [1, 3, 16])
+def test_streamed_chunks_equal_mmseg_slide_inference(chunk, monkeypatch):
+    """Any chunk size (fit_memory=False: exactly max_batch), chunks across windows and images: mmseg's."""
+    from mmseg.models.segmentors import EncoderDecoder
+
+    model = build_segmentor()
+    model.test_cfg.update(max_batch=chunk, fit_memory=False)
+    sizes = []
+    encode = model.encode_decode
+    monkeypatch.setattr(model, 'encode_decode', lambda x, metas: sizes.append(len(x)) or encode(x, metas))
+    x = torch.randn(2, 3, 40, 70)  # 6 windows x 2 images = 12 crops
+    metas = [dict(img_shape=(40, 70), ori_shape=(40, 70))] * 2
+    with torch.no_grad():
+        got = model.slide_inference(x, metas)
+        assert sizes == [min(chunk, 12 - k) for k in range(0, 12, chunk)]
+        expect = EncoderDecoder.slide_inference(model, x, [dict(m) for m in metas])
+    torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_each_chunk_is_freed_before_the_next_forward():
+    """Streaming: when the model runs on a chunk, no earlier chunk's logits are alive (one chunk + sum)."""
+    import weakref
+
+    from mae_dense.models.dense_inference import slide_logits
+
+    earlier: list[weakref.ref] = []
+
+    def encode(crops: torch.Tensor) -> torch.Tensor:
+        assert all(ref() is None for ref in earlier), 'an earlier chunk of logits is still alive'
+        out = crops.mean(1, keepdim=True).expand(-1, 4, -1, -1) * torch.arange(1.0, 5.0).view(1, 4, 1, 1)
+        earlier.append(weakref.ref(out))
+        return out
+
+    x = torch.randn(2, 3, 40, 70)
+    got = slide_logits(encode, x, 4, (32, 32), (21, 21), max_batch=1)
+    assert len(earlier) == 12
+    # the mean over the windows covering a pixel of a function of that pixel is the function itself
+    torch.testing.assert_close(got, x.mean(1, keepdim=True) * torch.arange(1.0, 5.0).view(1, 4, 1, 1))
+
+
+def test_auto_max_batch_follows_crop_and_free_memory(monkeypatch):
+    from mae_dense.models import dense_inference
+    from mae_dense.models.dense_inference import CROP_MEMORY_IN_LOGITS, auto_max_batch
+
+    per_crop = CROP_MEMORY_IN_LOGITS * 150 * 512 * 512 * 4  # 629 MB for ADE20K's 512^2 crops
+    monkeypatch.setattr(dense_inference, 'available_memory', lambda device: 80 * 2**30)
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+    assert auto_max_batch(100, (512, 512), 150, 10**9, cuda) == 40 * 2**30 // per_crop == 68  # half of 80 GB
+    assert auto_max_batch(16, (512, 512), 150, 10**9, cuda) == 16  # the config's max_batch caps it
+    assert auto_max_batch(16, (256, 256), 150, 10**9, cuda) == 16
+    # CPU: no more than the running sum it feeds (a 896x2688 view: 1.45 GB -> 2 crops), nor a quarter of RAM
+    out = 150 * 896 * 2688 * 4
+    assert auto_max_batch(16, (512, 512), 150, out, cpu) == out // per_crop == 2
+    monkeypatch.setattr(dense_inference, 'available_memory', lambda device: 2 * 2**30)
+    assert auto_max_batch(16, (512, 512), 150, out, cpu) == 1  # 512 MB budget: below one crop, still 1
+    assert auto_max_batch(16, (512, 512), 150, out, cuda) == 1

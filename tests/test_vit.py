@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 import torch
-from helpers import TINY, randomize_
+from helpers import TINY, randomize_, requires_inductor
 
 from mae_dense.checkpoint import load_backbone
 from mae_dense.models import VisionTransformer
@@ -190,3 +190,48 @@ def test_no_weight_decay_and_layer_ids():
     assert {'pos_embed', 'cls_token', 'blocks.0.attn.relative_position_bias_table'} <= nwd
     assert vit.get_layer_id('cls_token') == 0 and vit.get_layer_id('patch_embed.proj.weight') == 0
     assert vit.get_layer_id('blocks.2.mlp.fc1.weight') == 3 and vit.get_layer_id('norm.weight') == 5
+
+
+@pytest.mark.slow
+@requires_inductor
+def test_compiled_blocks_equal_the_uncompiled_model():
+    """compile=True: regional torch.compile of the blocks; same names, same outputs, same gradients."""
+    kw = dict(img_size=32, **TINY)
+    eager = randomize_(VisionTransformer(mode='seg', **kw), seed=7)
+    compiled = VisionTransformer(mode='seg', compile=True, **kw)
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints are unchanged
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 3, 40, 32)
+    outs, grads = [], []
+    for model in (eager, compiled):
+        out = model(x)
+        outs.append(out)
+        grads.append(torch.autograd.grad(sum(o.square().mean() for o in out), list(model.parameters())))
+    assert all(b._compiled_call_impl is not None for b in compiled.blocks)
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_compile_option_is_checked():
+    from mae_dense.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown torch.compile arguments \['mdoe'\]"):
+        VisionTransformer(mode='seg', img_size=32, compile=dict(mdoe='max-autotune'), **TINY)
+    with pytest.raises(ConfigError, match="compile='yes': expected True, False or a dict"):
+        VisionTransformer(mode='seg', img_size=32, compile='yes', **TINY)
+
+
+@pytest.mark.slow
+@requires_inductor
+def test_compiled_blocks_with_flex_attention_infer_like_eager():
+    """compile=True, attn_impl='flex': the BEiT bias computed in the compiled block, read by the kernel."""
+    kw = dict(img_size=32, **TINY)
+    eager = randomize_(VisionTransformer(mode='seg', attn_impl='eager', **kw), seed=9).eval()
+    compiled = VisionTransformer(mode='seg', attn_impl='flex', compile=True, **kw).eval()
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 3, 40, 32)
+    with torch.no_grad():
+        for a, b in zip(eager(x), compiled(x)):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

@@ -1,7 +1,7 @@
 """Small reusable ViT layers (plain PyTorch)."""
 
 from .attention import Attention
-from .block import Block
+from .block import Block, compile_blocks
 from .drop_path import DropPath
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
@@ -17,6 +17,7 @@ from .window import window_partition, window_unpartition
 __all__ = [
     'Attention',
     'Block',
+    'compile_blocks',
     'DropPath',
     'Mlp',
     'PatchEmbed',

@@ -1,17 +1,79 @@
-"""Multi-head self-attention through SDPA, with an optional relative-position bias as the additive mask."""
+"""Multi-head self-attention with an optional relative-position bias: SDPA, FlexAttention or eager.
+
+* ``'sdpa'``: ``F.scaled_dot_product_attention`` with the bias as the additive mask. With a trainable bias
+  its backward computes a (B, heads, N, N) bias gradient, and 1025 tokens (cls + 32x32) miss the kernels'
+  alignment, so on a GPU it is no faster than eager for the BEiT bias.
+* ``'flex'``: FlexAttention (compiled once per process) with a ``score_mod`` that reads the bias inside the
+  kernel (``beit_score_mod``, ``decomposed_score_mod`` in :mod:`~mae_dense.layers.rel_pos`); gradients
+  reach the BEiT table and ViTDet's ``rel_pos_h``/``rel_pos_w`` (and q) through the captured tensors.
+  torch has no FlexAttention backward on CPU: there it serves inference only.
+* ``'eager'``: the explicit softmax(q k^T * scale + bias) v (what FLOP counters and the references do).
+* ``'auto'``: ``'flex'`` on CUDA when there is a relative-position bias, else ``'sdpa'`` (so on CPU exactly
+  ``'sdpa'``).
+"""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .rel_pos import (
     beit_relative_position_index,
+    beit_score_mod,
     beit_table_rows,
     decomposed_rel_pos_bias,
+    decomposed_rel_pos_terms,
+    decomposed_score_mod,
     resize_beit_rel_pos_table,
 )
+
+ATTN_IMPLS = ('auto', 'sdpa', 'flex', 'eager')
+
+
+def resolve_attn_impl(attn_impl: str, rel_pos: str | None, device: torch.device) -> str:
+    """The implementation ``attn_impl`` stands for on ``device`` (``'auto'`` is the only one that varies)."""
+    if attn_impl != 'auto':
+        return attn_impl
+    return 'flex' if device.type == 'cuda' and rel_pos is not None else 'sdpa'
+
+
+@functools.cache
+def _compiled_flex_attention(dynamic: bool | None) -> Callable:
+    # Uncompiled, flex_attention runs a dense reference that materialises the scores; compiled, it is one
+    # fused kernel (Triton on CUDA, a C++ template on CPU).
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=dynamic)
+
+
+def _flex_kernel(q: torch.Tensor) -> Callable:
+    """The compiled FlexAttention for ``q``; refuses CPU training, which torch's FlexAttention cannot do."""
+    if q.device.type == 'cpu' and q.requires_grad:
+        raise ConfigError(
+            "attn_impl='flex' on CPU: torch's FlexAttention has no backward there; train with "
+            "attn_impl='auto' or 'sdpa' (flex serves CPU inference only)"
+        )
+    # CUDA: shapes specialised, then made dynamic when they change (windows per chunk, batch). CPU: always
+    # specialised, since torch 2.14's C++ flex template does not compile with dynamic shapes.
+    return _compiled_flex_attention(False if q.device.type == 'cpu' else None)
+
+
+def _call_flex_static(kernel: Callable, q, k, v, score_mod) -> torch.Tensor:
+    # Inside a compiled block the kernel's frame is compiled with the block's settings, which turn shapes
+    # dynamic on a change; torch 2.14's C++ flex template does not compile dynamic shapes.
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        return kernel(q, k, v, score_mod=score_mod)
+
+
+# torch 2.14's C++ FlexAttention template takes captured tensors only as graph inputs, not as tensors
+# computed in the same graph (the bias, inside a compiled block): on CPU the call leaves the block's graph
+# and runs as its own compiled kernel (``recursive=False``: the kernel itself stays compiled).
+_outside_compiled_graph = torch.compiler.disable(_call_flex_static, recursive=False)
 
 
 class Attention(nn.Module):
@@ -25,7 +87,7 @@ class Attention(nn.Module):
             (ViTDet ``rel_pos_h``/``rel_pos_w``).
         rel_pos_size: token grid (rows, cols) the tables are built for.
         cls_token: whether the first token is a cls token (BEiT table only).
-        attn_impl: ``'sdpa'`` (``F.scaled_dot_product_attention``) or ``'eager'`` (explicit softmax).
+        attn_impl: ``'sdpa'``, ``'flex'``, ``'eager'`` or ``'auto'`` (see the module docstring).
     """
 
     def __init__(
@@ -41,8 +103,8 @@ class Attention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim={dim} is not divisible by num_heads={num_heads}')
-        if attn_impl not in ('sdpa', 'eager'):
-            raise ValueError(f"attn_impl={attn_impl!r}: expected 'sdpa' or 'eager'")
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'attn_impl={attn_impl!r}: expected one of {ATTN_IMPLS}')
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
@@ -80,24 +142,47 @@ class Attention(nn.Module):
         n = index.shape[0]
         return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
 
+    def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """FlexAttention with the bias read inside the kernel: (B, heads, N, d) -> (B, heads, N, d).
+
+        The captured bias tensors stay fp32 under autocast: the kernel adds them to fp32 scores, and its
+        backward accumulates their gradients with atomic adds (in their dtype, in no fixed order, so on a
+        GPU the table gradients vary in the last bits from run to run).
+        """
+        score_mod = None
+        if self.rel_pos == 'beit':
+            bias = self._beit_bias(hw, q.device)[0].float().contiguous()  # (heads, N, N), batch-free
+            score_mod = beit_score_mod(bias)
+        elif self.rel_pos == 'decomposed':
+            bias_h, bias_w = decomposed_rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
+            score_mod = decomposed_score_mod(bias_h.float(), bias_w.float())  # (B, heads, N, kh), (.., kw)
+        kernel = _flex_kernel(q)
+        if q.device.type == 'cpu':
+            return _outside_compiled_graph(kernel, q, k, v, score_mod)
+        return kernel(q, k, v, score_mod=score_mod)
+
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """x: (B, N, C) with N = h*w (+1 cls); hw: the token grid."""
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, N, d)
-        bias = None
-        if self.rel_pos == 'beit':
-            bias = self._beit_bias(hw, x.device)
-        elif self.rel_pos == 'decomposed':
-            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
-        if bias is not None:
-            bias = bias.to(q.dtype)
-        if self.attn_impl == 'sdpa':
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        impl = resolve_attn_impl(self.attn_impl, self.rel_pos, x.device)
+        if impl == 'flex':
+            x = self._flex(q, k, v, hw)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
+            bias = None
+            if self.rel_pos == 'beit':
+                bias = self._beit_bias(hw, x.device)
+            elif self.rel_pos == 'decomposed':
+                bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
             if bias is not None:
-                attn = attn + bias
-            x = attn.softmax(dim=-1) @ v
+                bias = bias.to(q.dtype)
+            if impl == 'sdpa':
+                x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            else:
+                attn = (q * self.scale) @ k.transpose(-2, -1)
+                if bias is not None:
+                    attn = attn + bias
+                x = attn.softmax(dim=-1) @ v
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj(x)

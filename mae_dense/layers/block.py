@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .attention import Attention
 from .drop_path import DropPath
 from .mlp import Mlp
@@ -74,3 +76,39 @@ class Block(nn.Module):
         if self.gamma_2 is not None:
             y = self.gamma_2 * y
         return x + self.drop_path(y)
+
+
+def compile_blocks(blocks: Iterable[nn.Module], options: bool | dict | None) -> None:
+    """Regional ``torch.compile``: compile each block in place (``nn.Module.compile``), or nothing.
+
+    A block is small and all blocks share its code, so compilation is quick and one graph serves every
+    block of the same kind; parameter names and checkpoints are unchanged. Shapes are static
+    (``dynamic=False``): token grids do not change in training or sliding-window inference (the crop, the
+    LSJ-padded 1024 square), each kind of block (MAE encoder/decoder, windowed/global, train/eval) gets
+    its own specialised graph, and each distinct number of windows in a chunk compiles once
+    (``test_cfg.max_batch`` bounds them).
+
+    Args:
+        blocks: the modules to compile.
+        options: ``False``/``None`` (eager), ``True`` (``dynamic=False``, torch's other defaults) or
+            ``torch.compile`` keyword arguments over those, e.g. ``dict(mode='max-autotune-no-cudagraphs')``.
+    """
+    if options is None or options is False:
+        return
+    if options is True:
+        options = {}
+    if not isinstance(options, dict):
+        raise ConfigError(f'compile={options!r}: expected True, False or a dict of torch.compile arguments')
+    allowed = set(inspect.signature(torch.compile).parameters) - {'model'}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f'compile={options!r}: unknown torch.compile arguments {unknown}; expected {sorted(allowed)}'
+        )
+    # Every kind and chunk size above compiles once per code object; torch's default limit of 8 would
+    # leave the later ones running uncompiled.
+    config = torch._dynamo.config
+    name = 'recompile_limit' if hasattr(config, 'recompile_limit') else 'cache_size_limit'
+    setattr(config, name, max(getattr(config, name), 32))
+    for block in blocks:
+        block.compile(**{'dynamic': False, **options})

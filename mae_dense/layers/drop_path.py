@@ -14,12 +14,19 @@ class DropPath(nn.Module):
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
         self.p = p
+        self.active = p > 0.0
+        # The keep probability as a tensor too (not saved): inside torch.compile a Python float would be
+        # baked into the graph, and every block (each with its own rate) would compile its own.
+        self.register_buffer('keep_prob', torch.tensor(1.0 - p), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
+        if not self.active or not self.training:
             return x
-        keep = 1.0 - self.p
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        if torch.compiler.is_compiling():  # the rate is a graph input: one graph serves all blocks
+            keep = self.keep_prob.to(x.dtype)
+            return x * x.new_empty(shape).bernoulli_(keep) / keep
+        keep = 1.0 - self.p
         mask = x.new_empty(shape).bernoulli_(keep)
         return x * mask / keep
 

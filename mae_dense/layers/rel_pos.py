@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -90,6 +92,33 @@ def _rel_pos_along(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Ten
     return rel_pos[rel.long()]
 
 
+def decomposed_rel_pos_terms(
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_hw: tuple[int, int],
+    k_hw: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two small factors of ViTDet's decomposed relative position bias.
+
+    Args:
+        q: (B, heads, q_h*q_w, head_dim) UNSCALED queries.
+        rel_pos_h, rel_pos_w: (2*S-1, head_dim) tables (interpolated when sizes differ).
+
+    Returns:
+        bias_h (B, heads, q_h*q_w, k_h) = q . Rh[y - y'] and bias_w (B, heads, q_h*q_w, k_w) = q . Rw[x - x'];
+        the bias of query (y, x) and key (y', x') is bias_h[..., y'] + bias_w[..., x'].
+    """
+    (qh, qw), (kh, kw) = q_hw, k_hw
+    rh = _rel_pos_along(qh, kh, rel_pos_h).to(q.dtype)  # (qh, kh, d)
+    rw = _rel_pos_along(qw, kw, rel_pos_w).to(q.dtype)  # (qw, kw, d)
+    b, heads, _, d = q.shape
+    r_q = q.reshape(b, heads, qh, qw, d)
+    bias_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, rh)  # (B, heads, qh, qw, kh)
+    bias_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, rw)  # (B, heads, qh, qw, kw)
+    return bias_h.reshape(b, heads, qh * qw, kh), bias_w.reshape(b, heads, qh * qw, kw)
+
+
 def decomposed_rel_pos_bias(
     q: torch.Tensor,
     rel_pos_h: torch.Tensor,
@@ -106,12 +135,42 @@ def decomposed_rel_pos_bias(
     Returns:
         (B, heads, q_h*q_w, k_h*k_w) bias: bias[(y,x),(y',x')] = q . Rh[y-y'] + q . Rw[x-x'].
     """
-    (qh, qw), (kh, kw) = q_hw, k_hw
-    rh = _rel_pos_along(qh, kh, rel_pos_h).to(q.dtype)  # (qh, kh, d)
-    rw = _rel_pos_along(qw, kw, rel_pos_w).to(q.dtype)  # (qw, kw, d)
-    b, heads, _, d = q.shape
-    r_q = q.reshape(b, heads, qh, qw, d)
-    bias_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, rh)  # (B, heads, qh, qw, kh)
-    bias_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, rw)  # (B, heads, qh, qw, kw)
-    bias = bias_h[..., :, None] + bias_w[..., None, :]  # (B, heads, qh, qw, kh, kw)
-    return bias.reshape(b, heads, qh * qw, kh * kw)
+    bias_h, bias_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, q_hw, k_hw)
+    b, heads, n, kh = bias_h.shape
+    bias = bias_h[..., :, None] + bias_w[..., None, :]  # (B, heads, N, kh, kw)
+    return bias.reshape(b, heads, n, kh * bias_w.shape[-1])
+
+
+# FlexAttention score_mods: the bias is read inside the attention kernel, element by element, so neither the
+# forward nor the backward materialises a (B, heads, N, N) bias; gradients reach the captured tensors.
+ScoreMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def beit_score_mod(bias: torch.Tensor) -> ScoreMod:
+    """score + bias[head, q, kv] for a batch-independent (heads, N, N) BEiT bias (``table[index]``).
+
+    The table is gathered once per call into (heads, N, N) rather than read as ``table[index[q, kv]]``
+    inside the kernel: the gradient of a captured tensor is accumulated with atomic adds, and thousands of
+    (q, kv) pairs share each table row (one per offset), while each (head, q, kv) entry is shared only by
+    the B images of the batch. Autograd then scatters the (heads, N, N) gradient into the table.
+    """
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + bias[h, q_idx, kv_idx]
+
+    return score_mod
+
+
+def decomposed_score_mod(bias_h: torch.Tensor, bias_w: torch.Tensor) -> ScoreMod:
+    """score + bias_h[b, head, q, kv // k_w] + bias_w[b, head, q, kv % k_w] (ViTDet, keys in row-major order).
+
+    The factors of :func:`decomposed_rel_pos_terms` are (B, heads, N, k_h) and (B, heads, N, k_w), a
+    fraction of the (B, heads, N, N) bias; segment-anything-fast fuses the same two factors into its Triton
+    attention kernel (inference only); here the kernel is FlexAttention's, with a backward.
+    """
+    kw = bias_w.shape[-1]
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + bias_h[b, h, q_idx, kv_idx // kw] + bias_w[b, h, q_idx, kv_idx % kw]
+
+    return score_mod

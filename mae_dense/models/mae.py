@@ -28,7 +28,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from ..layers import Block, get_2d_sincos_pos_embed
+from ..layers import Block, compile_blocks, get_2d_sincos_pos_embed
 from ..optim.layer_decay import no_weight_decay_names
 from .archs import mae_config
 from .vit import VisionTransformer
@@ -61,8 +61,11 @@ class MaskedAutoencoder(nn.Module):
         mlp_ratio: MLP hidden width / width, encoder and decoder.
         norm_pix_loss: regress per-patch normalised pixels (the paper's default recipe).
         mask_ratio: default fraction of patches removed (0.75).
-        attn_impl: ``'sdpa'`` or ``'eager'`` (explicit softmax; what FLOP counters can see).
+        attn_impl: ``'sdpa'``, ``'eager'`` (explicit softmax; what FLOP counters can see), ``'flex'``
+            or ``'auto'``.
         grad_checkpointing: recompute encoder and decoder blocks in backward.
+        compile: regional ``torch.compile`` of the encoder and decoder blocks (``True`` or
+            ``torch.compile`` arguments; see :func:`~mae_dense.layers.compile_blocks`). Off by default.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class MaskedAutoencoder(nn.Module):
         mask_ratio: float = 0.75,
         attn_impl: str = 'sdpa',
         grad_checkpointing: bool = False,
+        compile: bool | dict = False,
     ) -> None:
         super().__init__()
         if img_size % patch_size:
@@ -110,6 +114,7 @@ class MaskedAutoencoder(nn.Module):
             qkv_bias=True,
             attn_impl=attn_impl,
             grad_checkpointing=grad_checkpointing,
+            compile=compile,
         )
 
         # --------------------------------------------------------------------------------------------------
@@ -133,6 +138,7 @@ class MaskedAutoencoder(nn.Module):
                 for _ in range(decoder_depth)
             ]
         )
+        compile_blocks(self.decoder_blocks, compile)
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans, bias=True)  # to pixels
         self.initialize_weights()

@@ -25,7 +25,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from ..layers import Block, PatchEmbed, get_2d_sincos_pos_embed, resize_abs_pos_embed
+from ..layers import Block, PatchEmbed, compile_blocks, get_2d_sincos_pos_embed, resize_abs_pos_embed
 from ..optim.layer_decay import get_layer_id, no_weight_decay_names
 
 
@@ -121,8 +121,11 @@ class VisionTransformer(nn.Module):
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         init_values: layer-scale init (seg: 1.0, the MAE value; ``None``: no layer scale).
         pretrain_img_size: the size of a ``'pretrain'`` position grid (224).
-        attn_impl: ``'sdpa'`` or ``'eager'``.
+        attn_impl: ``'sdpa'``, ``'flex'``, ``'eager'`` or ``'auto'`` (flex on CUDA with a relative bias,
+            else sdpa); see :mod:`mae_dense.layers.attention`.
         grad_checkpointing: recompute blocks in backward to save memory.
+        compile: regional ``torch.compile`` of the blocks (``True`` or ``torch.compile`` arguments); off by
+            default and never required.
         pretrained: checkpoint (path or URL, any layout the loader knows) loaded by :meth:`init_weights`.
         init_cfg: OpenMMLab spelling of the same: ``dict(type='Pretrained', checkpoint=...)``.
         **preset: fields of :class:`ModePreset` that replace the mode's (``out_indices``, ``rel_pos``,
@@ -145,6 +148,7 @@ class VisionTransformer(nn.Module):
         pretrain_img_size: int = 224,
         attn_impl: str = 'sdpa',
         grad_checkpointing: bool = False,
+        compile: bool | dict = False,
         pretrained: str | None = None,
         init_cfg: dict | None = None,
         **preset: Any,
@@ -213,6 +217,7 @@ class VisionTransformer(nn.Module):
                 )
             )
         self.blocks = nn.ModuleList(blocks)
+        compile_blocks(self.blocks, compile)
         self.norm = norm_layer(embed_dim) if p.final_norm else nn.Identity()
         self.reset_parameters()
 

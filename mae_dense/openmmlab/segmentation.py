@@ -29,7 +29,9 @@ _AUG_KEYS = {'scale', 'ratios', 'min_size', 'flip'}
 
 @MODELS.register_module(force=True)
 class MAEDenseEncoderDecoder(EncoderDecoder):
-    """``EncoderDecoder`` whose ``slide_inference`` batches all windows (``test_cfg.max_batch``, 16)."""
+    """``EncoderDecoder`` whose ``slide_inference`` streams the windows in chunks of at most
+    ``test_cfg.max_batch`` (16) crops, fewer when memory is short (``dense_inference.auto_max_batch``;
+    ``test_cfg.fit_memory=False``: exactly ``max_batch``)."""
 
     def slide_inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         crop, stride = tuple(self.test_cfg.crop_size), tuple(self.test_cfg.stride)
@@ -41,9 +43,8 @@ class MAEDenseEncoderDecoder(EncoderDecoder):
             metas[0]['img_shape'] = x.shape[2:]
             return self.encode_decode(x, metas)
 
-        return slide_logits(
-            encode, inputs, self.out_channels, crop, stride, self.test_cfg.get('max_batch', 16)
-        )
+        max_batch, fit = self.test_cfg.get('max_batch', 16), self.test_cfg.get('fit_memory', True)
+        return slide_logits(encode, inputs, self.out_channels, crop, stride, max_batch, fit)
 
     def predict(self, inputs: Tensor, data_samples=None):
         aug = self.test_cfg.get('aug') if self.test_cfg else None

@@ -33,6 +33,11 @@ model = dict(
         init_values=1.0,  # MAE's value; mmseg's base file has 0.1, which shrinks every residual branch
         drop_path_rate=0.1,
         out_indices=[3, 5, 7, 11],
+        # Speed options (same results): attn_impl='auto' uses FlexAttention on CUDA (the BEiT bias read in the
+        # kernel), compile=True compiles each block (torch.compile); both off until measured on a GPU
+        # (benchmarks/RESULTS.md).
+        attn_impl='sdpa',
+        compile=False,
     ),
     neck=dict(embed_dim=768, rescales=[4, 2, 1, 0.5]),
     decode_head=dict(in_channels=[768, 768, 768, 768], num_classes=150, channels=768),
@@ -48,7 +53,8 @@ optim_wrapper = dict(
     type='AmpOptimWrapper',
     dtype='float16',
     loss_scale='dynamic',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    # fused=True: torch's one-kernel AdamW, the same update in fewer passes over memory (benchmarks/RESULTS.md)
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05, fused=True),
     constructor='ViTLayerDecayOptimizerConstructor',
     # mmseg's groups, as in the published run: only 1-D parameters and biases are exempt from weight
     # decay; pos_embed, cls_token and the relative position tables ARE decayed (mmseg's exemption of them

@@ -40,6 +40,11 @@ model = dict(
         pretrain_img_size=224,  # the 14x14 position table of the checkpoint, resized to 64x64 at run time
         # Any layout the loader knows: the official release (below), our pretraining output, ViTDet, ...
         pretrained='https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth',
+        # Speed options (same results): attn_impl='auto' uses FlexAttention on CUDA (the decomposed bias read
+        # in the kernel), compile=True compiles each block (torch.compile); both off until measured on a GPU
+        # (benchmarks/RESULTS.md).
+        attn_impl='sdpa',
+        compile=False,
     ),
     neck=dict(
         _delete_=True,
@@ -113,7 +118,8 @@ optim_wrapper = dict(
     type='AmpOptimWrapper',
     dtype='float16',
     loss_scale='dynamic',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
+    # fused=True: torch's one-kernel AdamW, the same update in fewer passes over memory (benchmarks/RESULTS.md)
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1, fused=True),
     constructor='ViTLayerDecayOptimizerConstructor',
     paramwise_cfg=dict(num_layers=num_layers, layer_decay_rate=0.7, wd_policy='vitdet'),
 )

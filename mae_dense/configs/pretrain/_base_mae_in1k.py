@@ -15,6 +15,9 @@ model = dict(
     img_size=img_size,
     mask_ratio=0.75,
     norm_pix_loss=True,
+    # compile=True: regional torch.compile of the encoder and decoder blocks (same loss; opt-in, see
+    # benchmarks/RESULTS.md); fused AdamW: --cfg-options optim_wrapper.optimizer.fused=True
+    compile=False,
     # uint8 batches are normalised on the GPU with torchvision's ImageNet statistics x 255
     data_preprocessor=dict(
         type='MAEDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]
