@@ -129,10 +129,14 @@ param_scheduler = [
 interval = 5000  # validation and checkpoint period (not part of the recipe)
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=interval)
 default_hooks = dict(
-    logger=dict(interval=50),
+    # validation metrics logged at their iteration (mmdet's default logs them at the epoch, 0 here)
+    logger=dict(interval=50, log_metric_by_epoch=False),
     checkpoint=dict(by_epoch=False, interval=interval, save_last=True, max_keep_ckpts=2),
 )
 log_processor = dict(by_epoch=False)
 # DDP gradients all-reduced in fp16 (detectron2's train.ddp.fp16_compression); a no-op without CUDA DDP.
 custom_hooks = [dict(type='Fp16CompressionHook')]
 auto_scale_lr = dict(base_batch_size=64)
+# Training curves also in TensorBoard (`tensorboard --logdir work_dirs`), beside mmengine's local JSON logs.
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+visualizer = dict(vis_backends=vis_backends)
