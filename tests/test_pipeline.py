@@ -293,7 +293,7 @@ def test_pretraining_backbone_records_the_lr_its_optimizer_had(tmp_path, fake_pr
                     config='configs/demo/mae_vit-tiny-p16_synthetic.py',
                     cfg_options={
                         'train_dataloader.dataset.data_root': str(images),
-                        'train_cfg.max_epochs': 1,
+                        'train_cfg.max_epochs': 2,
                         'optim_wrapper.paramwise_cfg.base_batch_size': 64,
                     },
                 ),
@@ -315,6 +315,6 @@ def test_pretraining_backbone_records_the_lr_its_optimizer_had(tmp_path, fake_pr
     with sqlite3.connect(tmp_path / 'results/results.sqlite') as con:
         assert [k for (k,) in con.execute('SELECT kind FROM figures')] == ['reconstruction']
     assert (
-        '| mae-tiny | pretrain | 0 | 1 | 16 | 1 | 16 | 0.015 | 1 ep |'
+        '| mae-tiny | pretrain | 0 | 1 | 16 | 1 | 16 | 0.015 | 2 ep |'
         in (tmp_path / 'results/leaderboard.md').read_text()
     )

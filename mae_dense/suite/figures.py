@@ -74,7 +74,9 @@ def bar_charts(records: list[dict[str, Any]], out_dir: Path, references=REFERENC
         for _b, model, metric, value, source in refs:
             published.setdefault(f'published {model}: {source}', {})[metric] = (value, 0.0)
         everything = [(k, v, False) for k, v in series.items()] + [(k, v, True) for k, v in published.items()]
-        fig = _figure(figsize=(max(6.0, 1.2 + 0.45 * len(everything) * len(metrics)), 4.2))
+        fig = _figure(
+            figsize=(max(6.0, 1.2 + 0.45 * len(everything) * len(metrics)), 4.2), layout='constrained'
+        )
         ax = fig.subplots()
         width = 0.8 / len(everything)
         x = np.arange(len(metrics))
@@ -104,37 +106,42 @@ def bar_charts(records: list[dict[str, Any]], out_dir: Path, references=REFERENC
 
 
 # ---------------------------------------------------------------------------------------------- curves
+def curves_figure(task: str, runs: list[dict[str, Any]]):
+    """Training loss (left) and validation metrics at their iterations (right): one line per run and seed."""
+    metric_names = sorted(
+        {k for c in runs for k in c['curves'] if k != 'loss'}, key=lambda m: order_key(METRIC_ORDER, m)
+    )
+    fig = _figure(figsize=(11 if metric_names else 6, 4), layout='constrained')
+    axes = fig.subplots(1, 2 if metric_names else 1, squeeze=False)[0]
+    for c in runs:
+        run = f'{c["backbone"]} seed {c["seed"]}'
+        if c['curves'].get('loss'):
+            steps, values = zip(*c['curves']['loss'])
+            axes[0].plot(steps, values, label=run, linewidth=1, marker='.')
+        for m in metric_names:
+            if c['curves'].get(m):
+                steps, values = zip(*c['curves'][m])
+                axes[1].plot(steps, values, marker='o', label=f'{run}: {m}')
+    axes[0].set(xlabel='iteration', ylabel='training loss', title=f'{task}: loss per run')
+    axes[0].legend(fontsize=7)
+    if metric_names:
+        axes[1].set(
+            xlabel='iteration', ylabel='points', title=f'{task}: validation metrics at their iteration'
+        )
+        axes[1].legend(fontsize=7)
+    return fig
+
+
 def curve_charts(cells: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, str]]:
-    """Per task: training loss of every run (backbone, seed) and its validation metrics at their iterations."""
+    """One :func:`curves_figure` per task (pretraining included) over every finished run with curves."""
     written = []
     tasks: dict[str, list[dict]] = {}
     for c in cells:
         if c['status'] == 'done' and c['curves']:
             tasks.setdefault(c['task'], []).append(c)
     for task, runs in tasks.items():
-        metric_names = sorted(
-            {k for c in runs for k in c['curves'] if k != 'loss'}, key=lambda m: order_key(METRIC_ORDER, m)
-        )
-        fig = _figure(figsize=(11 if metric_names else 6, 4))
-        axes = fig.subplots(1, 2 if metric_names else 1, squeeze=False)[0]
-        for c in runs:
-            run = f'{c["backbone"]} seed {c["seed"]}'
-            if c['curves'].get('loss'):
-                steps, values = zip(*c['curves']['loss'])
-                axes[0].plot(steps, values, label=run, linewidth=1, marker='.')
-            for m in metric_names:
-                if c['curves'].get(m):
-                    steps, values = zip(*c['curves'][m])
-                    axes[1].plot(steps, values, marker='o', label=f'{run}: {m}')
-        axes[0].set(xlabel='iteration', ylabel='training loss', title=f'{task}: loss per run')
-        axes[0].legend(fontsize=7)
-        if metric_names:
-            axes[1].set(
-                xlabel='iteration', ylabel='points', title=f'{task}: validation metrics at their iteration'
-            )
-            axes[1].legend(fontsize=7)
         name = f'curves_{slug(task)}.png'
-        fig.savefig(out_dir / name, dpi=100, bbox_inches='tight')
+        curves_figure(task, runs).savefig(out_dir / name, dpi=100, bbox_inches='tight')
         written.append((name, f'{task}: training loss and validation metrics of every run and seed'))
     return written
 

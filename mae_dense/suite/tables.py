@@ -47,12 +47,12 @@ def leaderboard_records(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for c in cells:
         if c['task'] in BENCHMARKS:
             groups.setdefault(
-                (c['backbone'], c['checkpoint_sha256'], c['task'], c['config_hash'], c['mode']), []
+                (c['backbone'], c['checkpoint_sha256'], c['task'], c['config_hash'], c.get('mode')), []
             ).append(c)
     records = []
     for (backbone, sha, task, chash, mode), members in groups.items():
         done = sorted((c for c in members if c['status'] == 'done'), key=lambda c: c['seed'])
-        failed = [dict(seed=c['seed'], reason=c['reason']) for c in members if c['status'] == 'failed']
+        failed = [dict(seed=c['seed'], reason=c.get('reason')) for c in members if c['status'] == 'failed']
         base = dict(
             backbone=backbone,
             checkpoint_sha256=sha,
@@ -69,7 +69,7 @@ def leaderboard_records(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 records.append(dict(base, metric=metric, value=None, std=None, n=0, seeds=[], status='failed',
                                     reason=failed[0]['reason']))  # fmt: skip
             continue
-        names = {m for c in done for m in (*c['metrics'], *c['missing'])}
+        names = {m for c in done for m in (*c['metrics'], *c.get('missing', {}))}
         for metric in sorted(names, key=lambda m: order_key(METRIC_ORDER, m)):
             values = [(c['seed'], c['metrics'][metric]) for c in done if metric in c['metrics']]
             reasons = [c['missing'][metric] for c in done if metric in c.get('missing', {})]
@@ -154,8 +154,9 @@ def matrix(records: list[dict[str, Any]], references=REFERENCES) -> Matrix:
     notes: list[str] = []
 
     def note(text: str) -> str:
-        notes.append(text)
-        return f'({len(notes)})'
+        if text not in notes:  # one note for a failed cell, however many metrics it leaves empty
+            notes.append(text)
+        return f'({notes.index(text) + 1})'
 
     rows = []
     for backbone, sha in row_keys:
