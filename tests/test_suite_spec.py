@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,16 @@ def test_missing_checkpoint_stops_before_anything_runs(tmp_path, capsys):
         f'error: {tmp_path}/p.yaml: backbones[1] (official): checkpoint {tmp_path}/gone.pth: file not found'
     ]
     assert not work.exists() and not (tmp_path / 'results').exists()  # checked before anything ran
+
+
+def test_git_commit_is_unknown_outside_its_checkout(tmp_path, monkeypatch):
+    from mae_dense.suite import recipe
+
+    assert len(recipe.git_commit()) == 40  # this checkout
+    monkeypatch.setattr(recipe, 'PACKAGE_DIR', tmp_path / 'site-packages' / 'mae_dense')
+    recipe.PACKAGE_DIR.mkdir(parents=True)
+    assert recipe.git_commit() == 'unknown'  # an installed package, no repository around it
+    git = ['git', '-C', str(tmp_path), '-c', 'user.name=t', '-c', 'user.email=t@t']
+    subprocess.run([*git, 'init', '-q'], check=True)
+    subprocess.run([*git, 'commit', '-q', '--allow-empty', '-m', 'other project'], check=True)
+    assert recipe.git_commit() == 'unknown'  # a virtualenv inside some other repository is not its commit
