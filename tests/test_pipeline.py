@@ -314,7 +314,31 @@ def test_pretraining_backbone_records_the_lr_its_optimizer_had(tmp_path, fake_pr
     assert rows['probe']['checkpoint_sha256'] == rows['pretrain']['checkpoint_sha256']
     with sqlite3.connect(tmp_path / 'results/results.sqlite') as con:
         assert [k for (k,) in con.execute('SELECT kind FROM figures')] == ['reconstruction']
+    # the training curves also went to TensorBoard
+    assert list((tmp_path / 'work/mae-tiny/pretrain/train').glob('*/vis_data/events.out.tfevents.*'))
     assert (
         '| mae-tiny | pretrain | 0 | 1 | 16 | 1 | 16 | 0.015 | 2 ep |'
         in (tmp_path / 'results/leaderboard.md').read_text()
     )
+
+
+def test_changed_weights_rerun_the_cell_and_keep_the_old_run_aside(tmp_path, fake_probe, capsys):
+    weights = tmp_path / 'w.pth'
+    weights.write_bytes(b'first weights')
+    cfg = dict(
+        work_dir=str(tmp_path / 'work'),
+        results_dir=str(tmp_path / 'results'),
+        backbones=[dict(name='mine', checkpoint=str(weights))],
+        probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+    )
+    path = _yaml(tmp_path / 'p.yaml', cfg)
+    assert pipeline_main([str(path)]) == 0
+    weights.write_bytes(b'retrained weights')  # same name, same path, other weights
+    assert pipeline_main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert 'mine/probe/seed0: the weights or the config changed since the last run: old run moved to ' in out
+    assert len(list((tmp_path / 'work/mine').glob('probe-seed0.stale-*'))) == 1
+    rows = _store(tmp_path / 'results/results.sqlite')
+    assert len({r['checkpoint_sha256'] for r in rows}) == 2
+    md = (tmp_path / 'results/leaderboard.md').read_text()
+    assert sum(line.startswith('| mine @') for line in md.splitlines()) == 2  # one row per checkpoint

@@ -148,3 +148,20 @@ def test_git_commit_is_unknown_outside_its_checkout(tmp_path, monkeypatch):
     subprocess.run([*git, 'init', '-q'], check=True)
     subprocess.run([*git, 'commit', '-q', '--allow-empty', '-m', 'other project'], check=True)
     assert recipe.git_commit() == 'unknown'  # a virtualenv inside some other repository is not its commit
+
+
+@pytest.mark.parametrize(
+    'config',
+    [
+        'ade20k/upernet_mae-large_fp16_512x512_160k_ade20k_ms.py',  # children inherit the base files' backends
+        'coco/mask-rcnn_vit-l-mae_lsj-100e_coco.py',
+        'pretrain/mae_vit-base-p16_8xb512-amp-coslr-800e_in1k.py',
+    ],
+)
+def test_full_configs_write_tensorboard_beside_the_json_logs(config):
+    from mae_dense.suite.recipe import read_config
+
+    cfg = read_config(str(PACKAGE_CONFIGS / config))
+    assert [b['type'] for b in cfg.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
+    if config.startswith('coco/'):  # validation metrics at their iteration, not at epoch 0
+        assert cfg.default_hooks.logger.log_metric_by_epoch is False

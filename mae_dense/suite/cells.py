@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,10 @@ class CellState:
     def done(self) -> bool:
         return self.data.get('status') == 'done'
 
+    def stale(self, identity: dict[str, str]) -> bool:
+        """True when this directory holds a run of other weights or another config (kept aside, not resumed)."""
+        return self.data.get('identity') not in (None, identity)
+
     @property
     def steps(self) -> dict[str, Any]:
         return self.data['steps']
@@ -235,6 +240,18 @@ class Suite:
             if backbone.kind == 'checkpoint':
                 self.weights(backbone)
 
+    def _state(self, key: str, work: Path, identity: dict[str, str]) -> CellState:
+        """The progress of ``work`` if it belongs to ``identity``; else the old run is moved aside (never
+        resumed with other weights or another config) and the cell starts afresh."""
+        state = CellState(work)
+        if state.stale(identity):
+            aside = work.with_name(f'{work.name}.stale-{time.strftime("%Y%m%d-%H%M%S")}')
+            work.rename(aside)
+            self._log(key, f'the weights or the config changed since the last run: old run moved to {aside}')
+            state = CellState(work)
+        state.data['identity'] = identity
+        return state
+
     def _record(self, key: str, record: dict[str, Any]) -> None:
         base = dict(git_commit=git_commit(), pipeline=self.spec.source)
         added = self.store.add({**base, **record})
@@ -257,15 +274,16 @@ class Suite:
         key = f'{backbone.name}/pretrain'
         spec = backbone.pretrain
         work = self._dir(backbone, 'pretrain')
-        state = CellState(work)
-        if state.done:
-            self._log(key, f'done, skipped ({state.data["checkpoint"]})')
-            return
         seed = self.spec.seeds[0]
         options = {**spec.cfg_options, 'randomness.seed': seed}
         fields = dict(backbone=backbone.name, checkpoint_sha256=f'unknown:{backbone.name}', task='pretrain',
                       config=spec.config, config_hash='unknown', seed=seed, work_dir=str(work))  # fmt: skip
+        state = CellState(work)
         try:
+            state = self._state(key, work, {'config_hash': config_hash(spec.config, options), 'seed': seed})
+            if state.done:
+                self._log(key, f'done, skipped ({state.data["checkpoint"]})')
+                return
             recipe = effective_recipe(spec.config, options, spec.gpus, seed)
             fields.update(config_hash=recipe['config_hash'], model=recipe['model'])
             state.save(status='running')
@@ -289,12 +307,9 @@ class Suite:
         """One (backbone, task, seed) cell: fine-tune and test, or probe; then the results store."""
         key = f'{backbone.name}/{task.name}/seed{seed}'
         work = self._dir(backbone, f'{task.name}-seed{seed}')
-        state = CellState(work)
-        if state.done:
-            self._log(key, 'done, skipped')
-            return
         fields = dict(backbone=backbone.name, checkpoint_sha256=f'unknown:{backbone.name}', task=task.name,
                       config=task.config, config_hash='unknown', seed=seed, mode=task.mode, work_dir=str(work))  # fmt: skip
+        state = CellState(work)
         try:
             pretrained, identity = self.weights(backbone, task)
             fields['checkpoint_sha256'] = identity
@@ -304,6 +319,10 @@ class Suite:
             extra = {'mode': task.mode} if task.name == 'probe' else None
             fields['config_hash'] = config_hash(task.config, options, extra)
             fields['checkpoint'] = None if pretrained in (None, _KEEP) else pretrained
+            state = self._state(key, work, {k: fields[k] for k in ('checkpoint_sha256', 'config_hash')})
+            if state.done:
+                self._log(key, 'done, skipped')
+                return
             stored = self.store.find(identity, task.name, fields['config_hash'], seed)
             if stored is not None:
                 self._log(
