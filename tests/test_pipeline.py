@@ -190,8 +190,16 @@ def _tiny_mae_checkpoints(tmp_path: Path) -> dict[str, Path]:
     from mae_dense.checkpoint import convert_file
     from mae_dense.models.mae import MaskedAutoencoder
 
-    mae = MaskedAutoencoder(img_size=64, patch_size=16, embed_dim=96, depth=4, num_heads=3,
-                            decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=4)  # fmt: skip
+    mae = MaskedAutoencoder(
+        img_size=64,
+        patch_size=16,
+        embed_dim=96,
+        depth=4,
+        num_heads=3,
+        decoder_embed_dim=64,
+        decoder_depth=1,
+        decoder_num_heads=4,
+    )
     randomize_(mae, seed=5)
     project = tmp_path / 'ours_epoch_20.pth'
     torch.save({'state_dict': mae.state_dict(), 'meta': {'epoch': 20}}, project)
@@ -229,8 +237,13 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path, fake_prob
         qualitative=dict(images=1),
     )
     path = _yaml(tmp_path / 'p.yaml', cfg)
-    r = subprocess.run([sys.executable, '-m', 'mae_dense.cli.pipeline', str(path)], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=1200)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, '-m', 'mae_dense.cli.pipeline', str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=1200,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     results = tmp_path / 'results'
     board = json.loads((results / 'leaderboard.json').read_text())
@@ -302,8 +315,13 @@ def test_pretraining_backbone_records_the_lr_its_optimizer_had(tmp_path, fake_pr
         probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
     )
     path = _yaml(tmp_path / 'p.yaml', cfg)
-    r = subprocess.run([sys.executable, '-m', 'mae_dense.cli.pipeline', str(path)], capture_output=True,
-                       text=True, cwd=ROOT, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, '-m', 'mae_dense.cli.pipeline', str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = {r['task']: r for r in _store(tmp_path / 'results/results.sqlite')}
     recipe = json.loads(rows['pretrain']['recipe'])

@@ -111,10 +111,26 @@ def test_slurm_commands_follow_slurm_train_sh(monkeypatch):
         'mae_dense.cli.train', ['c.py', '--resume'], 16, None, 'mae-dense-a-ade20k-s0', True
     )
     assert argv == [
-        'srun', '-p', 'gpu', '--job-name=mae-dense-a-ade20k-s0', '--gres=gpu:8', '--ntasks=16',
-        '--ntasks-per-node=8', '--cpus-per-task=7', '--kill-on-bad-exit=1', '--time=1-0', '--qos=high',
-        'py', '-u', '-m', 'mae_dense.cli.train', '--launcher', 'slurm', 'c.py', '--resume',
-    ]  # fmt: skip
+        'srun',
+        '-p',
+        'gpu',
+        '--job-name=mae-dense-a-ade20k-s0',
+        '--gres=gpu:8',
+        '--ntasks=16',
+        '--ntasks-per-node=8',
+        '--cpus-per-task=7',
+        '--kill-on-bad-exit=1',
+        '--time=1-0',
+        '--qos=high',
+        'py',
+        '-u',
+        '-m',
+        'mae_dense.cli.train',
+        '--launcher',
+        'slurm',
+        'c.py',
+        '--resume',
+    ]
     assert 29500 <= int(env['MASTER_PORT']) < 39500 and 'CUDA_VISIBLE_DEVICES' not in argv
     argv, _ = launcher.command('mae_dense.cli.probe', ['c.py'], 1, None, 'p', False)
     assert '--gres=gpu:1' in argv and '--ntasks=1' in argv and '--launcher' not in argv
@@ -192,9 +208,8 @@ def test_pipeline_submits_each_cell_through_srun(tmp_path, monkeypatch, capsys, 
     lines = sorted(fake_srun.read_text().splitlines())
     assert len(lines) == 2
     for i, line in enumerate(lines):
-        assert line.startswith(
-            f'-p gpu --job-name=suite-b{i}-probe-seed0 --gres=gpu:1 --ntasks=1 --ntasks-per-node=1 --cpus-per-task=3 --kill-on-bad-exit=1 '
-        )
+        flags = f'-p gpu --job-name=suite-b{i}-probe-seed0 --gres=gpu:1 --ntasks=1 --ntasks-per-node=1'
+        assert line.startswith(f'{flags} --cpus-per-task=3 --kill-on-bad-exit=1 ')
         assert ' -u -m fake_probe ' in line and '--launcher' not in line
     assert {c['slurm_job_name'] for c in _calls(tmp_path).values()} == {
         'suite-b0-probe-seed0',

@@ -153,7 +153,7 @@ def test_git_commit_is_unknown_outside_its_checkout(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     'config',
     [
-        'ade20k/upernet_mae-large_fp16_512x512_160k_ade20k_ms.py',  # children inherit the base files' backends
+        'ade20k/upernet_mae-large_fp16_512x512_160k_ade20k_ms.py',  # children inherit the bases' backends
         'coco/mask-rcnn_vit-l-mae_lsj-100e_coco.py',
         'pretrain/mae_vit-base-p16_8xb512-amp-coslr-800e_in1k.py',
     ],

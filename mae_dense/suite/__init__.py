@@ -1,6 +1,6 @@
 """The suite: many backbones x tasks x seeds, scheduled over GPUs or Slurm, kept in a results store.
 
-* :mod:`.spec` reads and checks a pipeline config (``backbones:``, tasks, seeds, launcher) before anything runs;
+* :mod:`.spec` reads and checks a pipeline config (backbones, tasks, seeds, launcher) before anything runs;
 * :mod:`.recipe` records what a run really does (batch, lr from the built optimizer, config hash, versions);
 * :mod:`.launch` turns a stage into a command (``python -m mae_dense.cli.*``, torchrun, ``srun``);
 * :mod:`.schedule` runs independent cells concurrently over the visible GPUs;

@@ -42,6 +42,7 @@ PRETRAINED_KEY = {
     'coco': 'model.backbone.pretrained',
     'probe': 'model.pretrained',
 }
+Devices = list[str] | None  # the GPUs a job was given (None: none known, or Slurm's)
 RANDOM = 'random'  # the checkpoint identity of a from-scratch backbone
 _KEEP = object()  # the task config's own `pretrained` (the single-backbone form without pretrain:)
 # validation scalars kept as curves (the rest of mmengine's per-evaluation keys stay in the run's logs)
@@ -147,7 +148,7 @@ class CellState:
         return self.data.get('status') == 'done'
 
     def stale(self, identity: dict[str, str]) -> bool:
-        """True when this directory holds a run of other weights or another config (kept aside, not resumed)."""
+        """True when this directory holds a run of other weights or another config (not to be resumed)."""
         return self.data.get('identity') not in (None, identity)
 
     @property
@@ -192,7 +193,9 @@ class Suite:
     def _log(self, key: str, msg: str) -> None:
         print(f'[pipeline] {key}: {msg}', flush=True)
 
-    def _run(self, module: str, args: list[str], gpus: int, devices, name: str, log: Path, what: str) -> None:
+    def _run(
+        self, module: str, args: list[str], gpus: int, devices: Devices, name: str, log: Path, what: str
+    ) -> None:
         distributed = module in ('mae_dense.cli.train', 'mae_dense.cli.test')
         argv, env = self.launcher.command(module, args, gpus, devices, name, distributed)
         self._log(name, ' '.join(argv))
@@ -269,15 +272,22 @@ class Suite:
         self._log(key, f'FAILED: {reason}')
 
     # ---------------------------------------------------------------------------------------- pretrain
-    def run_pretrain(self, backbone: BackboneSpec, devices: list[str] | None) -> None:
+    def run_pretrain(self, backbone: BackboneSpec, devices: Devices) -> None:
         """Train the MAE of a ``pretrain:`` backbone; its last checkpoint becomes the backbone's weights."""
         key = f'{backbone.name}/pretrain'
         spec = backbone.pretrain
         work = self._dir(backbone, 'pretrain')
         seed = self.spec.seeds[0]
         options = {**spec.cfg_options, 'randomness.seed': seed}
-        fields = dict(backbone=backbone.name, checkpoint_sha256=f'unknown:{backbone.name}', task='pretrain',
-                      config=spec.config, config_hash='unknown', seed=seed, work_dir=str(work))  # fmt: skip
+        fields = dict(
+            backbone=backbone.name,
+            checkpoint_sha256=f'unknown:{backbone.name}',
+            task='pretrain',
+            config=spec.config,
+            config_hash='unknown',
+            seed=seed,
+            work_dir=str(work),
+        )
         state = CellState(work)
         try:
             state = self._state(key, work, {'config_hash': config_hash(spec.config, options), 'seed': seed})
@@ -288,27 +298,53 @@ class Suite:
             fields.update(config_hash=recipe['config_hash'], model=recipe['model'])
             state.save(status='running')
             args = [spec.config, '--work-dir', str(work / 'train'), '--resume', *options_argv(options)]
-            self._run('mae_dense.cli.train', args, spec.gpus, devices, self._job_name(backbone.name, 'pretrain'),
-                      work / 'train.log', 'pretraining')  # fmt: skip
+            self._run(
+                'mae_dense.cli.train',
+                args,
+                spec.gpus,
+                devices,
+                self._job_name(backbone.name, 'pretrain'),
+                work / 'train.log',
+                'pretraining',
+            )
             ckpt = last_checkpoint(work / 'train')
             recipe['lr'] = trained_lr(ckpt)
             sha = sha256_file(ckpt)
             curves = read_curves(work / 'train')
             metrics = {'final loss': curves['loss'][-1][1]} if curves.get('loss') else {}
-            self._record(key, dict(fields, checkpoint_sha256=sha, checkpoint=ckpt, status='done', metrics=metrics,
-                                   recipe=recipe, curves=curves, versions=recipe['versions']))  # fmt: skip
+            self._record(
+                key,
+                dict(
+                    fields,
+                    checkpoint_sha256=sha,
+                    checkpoint=ckpt,
+                    status='done',
+                    metrics=metrics,
+                    recipe=recipe,
+                    curves=curves,
+                    versions=recipe['versions'],
+                ),
+            )
             state.save(status='done', checkpoint=ckpt, checkpoint_sha256=sha)
         except Exception as exc:
             self._fail(key, state, exc, **fields)
             raise
 
     # -------------------------------------------------------------------------------------------- cells
-    def run_cell(self, backbone: BackboneSpec, task: TaskSpec, seed: int, devices: list[str] | None) -> None:
+    def run_cell(self, backbone: BackboneSpec, task: TaskSpec, seed: int, devices: Devices) -> None:
         """One (backbone, task, seed) cell: fine-tune and test, or probe; then the results store."""
         key = f'{backbone.name}/{task.name}/seed{seed}'
         work = self._dir(backbone, f'{task.name}-seed{seed}')
-        fields = dict(backbone=backbone.name, checkpoint_sha256=f'unknown:{backbone.name}', task=task.name,
-                      config=task.config, config_hash='unknown', seed=seed, mode=task.mode, work_dir=str(work))  # fmt: skip
+        fields = dict(
+            backbone=backbone.name,
+            checkpoint_sha256=f'unknown:{backbone.name}',
+            task=task.name,
+            config=task.config,
+            config_hash='unknown',
+            seed=seed,
+            mode=task.mode,
+            work_dir=str(work),
+        )
         state = CellState(work)
         try:
             pretrained, identity = self.weights(backbone, task)
@@ -335,7 +371,7 @@ class Suite:
             if task.name == 'probe':
                 record = self._probe(key, task, options, seed, devices, work, state)
             else:
-                record = self._finetune(key, backbone, task, options, seed, devices, work, state)
+                record = self._finetune(backbone, task, options, seed, devices, work, state)
             metrics, missing = task_metrics(task.name, state.steps)
             self._record(key, dict(fields, status='done', metrics=metrics, missing=missing, **record))
             state.save(status='done')
@@ -345,7 +381,17 @@ class Suite:
             self._fail(key, state, exc, **fields)
             raise
 
-    def _finetune(self, key, backbone, task, options, seed, devices, work, state) -> dict[str, Any]:
+    def _finetune(
+        self,
+        backbone: BackboneSpec,
+        task: TaskSpec,
+        options: dict[str, Any],
+        seed: int,
+        devices: Devices,
+        work: Path,
+        state: CellState,
+    ) -> dict[str, Any]:
+        """Train, test (single scale, ms+flip), predict a few images; the record's model, recipe, curves."""
         recipe = effective_recipe(task.config, options, task.gpus, seed)
         steps = state.steps
         name = self._job_name(backbone.name, task.name, f's{seed}')
@@ -386,7 +432,9 @@ class Suite:
         curves = read_curves(work / 'train')
         return dict(model=recipe['model'], recipe=recipe, curves=curves, versions=recipe['versions'])
 
-    def _predict_few(self, ckpt: str, task: TaskSpec, options: dict, devices, name: str, work: Path) -> None:
+    def _predict_few(
+        self, ckpt: str, task: TaskSpec, options: dict[str, Any], devices: Devices, name: str, work: Path
+    ) -> None:
         """COCO detections on the first validation images for the qualitative panel: results JSON only (the
         whole test set's would be hundreds of MB), no COCO evaluation, one process."""
         out = work / 'qualitative'
@@ -396,10 +444,27 @@ class Suite:
             'test_evaluator.format_only': True,
         }
         args = [task.config, ckpt, '--work-dir', str(out), '--out', str(out / 'pred'), *options_argv(options)]
-        self._run('mae_dense.cli.test', args, 1, devices[:1] if devices else devices, name,
-                  work / 'qualitative.log', 'qualitative predictions')  # fmt: skip
+        self._run(
+            'mae_dense.cli.test',
+            args,
+            1,
+            devices[:1] if devices else devices,
+            name,
+            work / 'qualitative.log',
+            'qualitative predictions',
+        )
 
-    def _probe(self, key, task, options, seed, devices, work, state) -> dict[str, Any]:
+    def _probe(
+        self,
+        key: str,
+        task: TaskSpec,
+        options: dict[str, Any],
+        seed: int,
+        devices: Devices,
+        work: Path,
+        state: CellState,
+    ) -> dict[str, Any]:
+        """Run the probe command once; its result file gives the metrics, mode, chosen lr and sweep."""
         steps = state.steps
         if 'probe' not in steps:
             args = [
@@ -467,11 +532,18 @@ class Suite:
         for job in jobs:  # cells that never started (their pretraining failed) are failures too
             if outcome[job.key] is not None and job.key not in self._recorded:
                 backbone, task, seed = (job.key.split('/') + [''])[:3]
-                self._record(job.key, dict(
-                    backbone=backbone, checkpoint_sha256=f'unknown:{backbone}', task=task,
-                    config_hash='unknown', seed=int(seed[4:] or self.spec.seeds[0]), status='failed',
-                    reason=outcome[job.key],
-                ))  # fmt: skip
+                self._record(
+                    job.key,
+                    dict(
+                        backbone=backbone,
+                        checkpoint_sha256=f'unknown:{backbone}',
+                        task=task,
+                        config_hash='unknown',
+                        seed=int(seed[4:] or self.spec.seeds[0]),
+                        status='failed',
+                        reason=outcome[job.key],
+                    ),
+                )
         return outcome
 
     # --------------------------------------------------------------------------------------------- figures
@@ -496,7 +568,7 @@ class Suite:
         except PipelineError:
             return f'unknown:{backbone.name}'
 
-    def _task_data(self, task: TaskSpec):
+    def _task_data(self, task: TaskSpec) -> tuple[Path, Any]:
         """The test set of a task config: (data root, dataset config)."""
         ds = read_config(task.config, task.cfg_options).test_dataloader.dataset
         return Path(ds.get('data_root') or ''), ds
@@ -530,9 +602,11 @@ class Suite:
                 )
             else:
                 rows += detection_rows(
-                    root / ds.ann_file, root / ds.data_prefix.img, work / 'qualitative' / 'pred',
+                    root / ds.ann_file,
+                    root / ds.data_prefix.img,
+                    work / 'qualitative' / 'pred',
                     self.spec.qualitative_images,
-                )  # fmt: skip
+                )
         if not rows:
             return None
         title = f'{backbone.name}, seed {self.spec.seeds[0]}'

@@ -177,7 +177,7 @@ def _read_label(path: Path, size: tuple[int, int]) -> np.ndarray:
 def segmentation_rows(
     pred_dir: Path, image_dir: Path, label_dir: Path, count: int, image_suffix: str = '.jpg'
 ) -> list[Row]:
-    """ADE20K rows for the first ``count`` label PNGs a test wrote (``--out``): image, ground truth, prediction.
+    """ADE20K rows for the first ``count`` label PNGs of a test (``--out``): image, ground truth, prediction.
 
     Both label maps use the annotation convention (0 = other, 1..150 the classes) and the same colours.
     """

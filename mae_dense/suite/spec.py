@@ -235,7 +235,7 @@ def _backbones(cfg: dict, src: str, gpus: int) -> list[BackboneSpec]:
         given = [k for k in ('checkpoint', 'pretrain', 'random') if raw.get(k) not in (None, False)]
         if len(given) != 1:
             raise PipelineError(
-                f'{where}: needs exactly one of checkpoint (path or URL), pretrain (a stage) or random: true; '
+                f'{where}: needs exactly one of checkpoint (path or URL), pretrain (a stage), random: true; '
                 f'got {given or "none"}'
             )
         if given == ['random']:

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS figures (
 );
 """
 _JSON_COLUMNS = ('metrics', 'missing', 'recipe', 'curves', 'versions')
+_IDENTITY = 'checkpoint_sha256 = ? AND task = ? AND config_hash = ? AND seed = ?'  # a cell, in SQL
 _COLUMNS = (
     'backbone',
     'checkpoint_sha256',
@@ -109,8 +110,7 @@ class ResultStore:
         """The finished cell with this identity, if the store has one."""
         with self._connect() as db:
             row = db.execute(
-                'SELECT * FROM cells WHERE checkpoint_sha256 = ? AND task = ? AND config_hash = ? AND seed = ? '
-                "AND status = 'done'",
+                f"SELECT * FROM cells WHERE {_IDENTITY} AND status = 'done'",
                 (checkpoint_sha256, task, config_hash, seed),
             ).fetchone()
         return _decode(row) if row else None
@@ -118,33 +118,26 @@ class ResultStore:
     def add(self, record: dict[str, Any]) -> bool:
         """Store a cell; return False when a finished cell with its identity is already there.
 
-        A finished cell replaces a failed one with the same identity; a failure never replaces anything.
+        A finished cell replaces a failed one with the same identity; a failure never replaces a result
+        (a newer failure of a cell that never finished only updates the reason).
         """
         record = {'date': now(), **record}
+        identity = (record['checkpoint_sha256'], record['task'], record['config_hash'], record['seed'])
         values = [
             json.dumps(record.get(c) or {}, default=str) if c in _JSON_COLUMNS else record.get(c)
             for c in _COLUMNS
         ]
         with self._connect() as db:
-            old = db.execute(
-                'SELECT status FROM cells WHERE checkpoint_sha256 = ? AND task = ? AND config_hash = ? AND seed = ?',
-                (record['checkpoint_sha256'], record['task'], record['config_hash'], record['seed']),
-            ).fetchone()
+            old = db.execute(f'SELECT status FROM cells WHERE {_IDENTITY}', identity).fetchone()
             if old is not None and (old['status'] == 'done' or record['status'] == 'failed'):
-                if (
-                    old['status'] == 'failed'
-                ):  # a newer failure of a cell that never finished: keep it current
+                if old['status'] == 'failed':
                     db.execute(
-                        'UPDATE cells SET reason = ?, date = ? WHERE checkpoint_sha256 = ? AND task = ? '
-                        'AND config_hash = ? AND seed = ?',
-                        (record.get('reason'), record['date'], record['checkpoint_sha256'], record['task'],
-                         record['config_hash'], record['seed']),
-                    )  # fmt: skip
+                        f'UPDATE cells SET reason = ?, date = ? WHERE {_IDENTITY}',
+                        (record.get('reason'), record['date'], *identity),
+                    )
                 return False
-            db.execute(
-                f'INSERT OR REPLACE INTO cells ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" * len(_COLUMNS))})',
-                values,
-            )
+            columns, marks = ', '.join(_COLUMNS), ', '.join('?' * len(_COLUMNS))
+            db.execute(f'INSERT OR REPLACE INTO cells ({columns}) VALUES ({marks})', values)
         return True
 
     def cells(self) -> list[dict[str, Any]]:

@@ -66,8 +66,18 @@ def leaderboard_records(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         if not done:
             for metric in TASK_METRICS[task]:
-                records.append(dict(base, metric=metric, value=None, std=None, n=0, seeds=[], status='failed',
-                                    reason=failed[0]['reason']))  # fmt: skip
+                records.append(
+                    dict(
+                        base,
+                        metric=metric,
+                        value=None,
+                        std=None,
+                        n=0,
+                        seeds=[],
+                        status='failed',
+                        reason=failed[0]['reason'],
+                    )
+                )
             continue
         names = {m for c in done for m in (*c['metrics'], *c.get('missing', {}))}
         for metric in sorted(names, key=lambda m: order_key(METRIC_ORDER, m)):
@@ -253,24 +263,43 @@ def results_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[s
 
 def recipes_table(cells: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The effective recipe of every finished run (pretraining stages included)."""
-    headers = ['backbone', 'task', 'seed', 'world size', 'batch/GPU', 'accum', 'eff. batch', 'lr', 'length',
-               'precision', 'mode', 'config hash', 'date']  # fmt: skip
+    headers = [
+        'backbone',
+        'task',
+        'seed',
+        'world size',
+        'batch/GPU',
+        'accum',
+        'eff. batch',
+        'lr',
+        'length',
+        'precision',
+        'mode',
+        'config hash',
+        'date',
+    ]
     rows = []
     for c in cells:
         if c['status'] != 'done':
             continue
         rc = c['recipe']
-        length = (
-            f'{rc["iterations"]} it'
-            if rc.get('iterations')
-            else (f'{rc["epochs"]} ep' if rc.get('epochs') else '')
+        if rc.get('iterations'):
+            length = f'{rc["iterations"]} it'
+        else:
+            length = f'{rc["epochs"]} ep' if rc.get('epochs') else ''
+        lr = '—' if rc.get('lr') is None else f'{rc["lr"]:.4g}'
+        setup = [rc.get(k) for k in ('world_size', 'per_gpu_batch', 'accumulative_counts', 'effective_batch')]
+        rows.append(
+            [
+                c['backbone'],
+                c['task'],
+                str(c['seed']),
+                *('' if v is None else str(v) for v in setup),
+                lr,
+                length,
+            ]
+            + [rc.get('precision') or '', c.get('mode') or '', c['config_hash'], c['date']]
         )
-        rows.append([
-            c['backbone'], c['task'], str(c['seed']), str(rc.get('world_size', '')), str(rc.get('per_gpu_batch') or ''),
-            str(rc.get('accumulative_counts') or ''), str(rc.get('effective_batch') or ''),
-            '—' if rc.get('lr') is None else f'{rc["lr"]:.4g}', length, rc.get('precision') or '', c['mode'] or '',
-            c['config_hash'], c['date'],
-        ])  # fmt: skip
     return headers, rows
 
 
