@@ -32,7 +32,7 @@ from .recipe import (
     trained_lr,
     versions,
 )
-from .schedule import Job, _reason, run_jobs, visible_devices
+from .schedule import Job, one_line_reason, run_jobs, visible_devices
 from .spec import BackboneSpec, SuiteSpec, TaskSpec
 from .store import ResultStore
 
@@ -266,7 +266,7 @@ class Suite:
             )
 
     def _fail(self, key: str, state: CellState, exc: BaseException, **fields: Any) -> None:
-        reason = _reason(exc)
+        reason = one_line_reason(exc)
         state.save(status='failed', reason=reason)
         self._record(key, dict(status='failed', reason=reason, **fields))
         self._log(key, f'FAILED: {reason}')
@@ -555,7 +555,7 @@ class Suite:
                 try:
                     drawn = draw(backbone)
                 except Exception as exc:  # a figure never fails a finished pipeline
-                    self._log(backbone.name, f'warning: no {kind} figure ({_reason(exc)})')
+                    self._log(backbone.name, f'warning: no {kind} figure ({one_line_reason(exc)})')
                     continue
                 if drawn is not None:
                     png, caption = drawn

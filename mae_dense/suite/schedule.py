@@ -44,7 +44,7 @@ def visible_devices() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def _reason(exc: BaseException) -> str:
+def one_line_reason(exc: BaseException) -> str:
     """One line for any exception: the project's own message, else its type and first line."""
     if isinstance(exc, USER_ERRORS):
         return str(exc)
@@ -73,7 +73,7 @@ def run_jobs(jobs: list[Job], devices: list[str] | None) -> dict[str, str | None
             job.run(assigned)
             finished.put((job.key, None))
         except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's one-line reason
-            finished.put((job.key, _reason(exc)))
+            finished.put((job.key, one_line_reason(exc)))
 
     while pending or running:
         for job in list(pending):
