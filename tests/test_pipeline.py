@@ -39,6 +39,14 @@ def _probe_cfg(tmp_path: Path) -> str:
     return str(path)
 
 
+def _run_pipeline(path: Path, cwd: Path) -> None:
+    """``python -m mae_dense.cli.pipeline PATH`` in its own process, as a user runs it."""
+    r = subprocess.run(
+        [sys.executable, '-m', 'mae_dense.cli.pipeline', str(path)], capture_output=True, text=True, cwd=cwd
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
 def _store(db: Path) -> list[dict]:
     with sqlite3.connect(db) as con:
         con.row_factory = sqlite3.Row
@@ -237,14 +245,7 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path, fake_prob
         qualitative=dict(images=1),
     )
     path = _yaml(tmp_path / 'p.yaml', cfg)
-    r = subprocess.run(
-        [sys.executable, '-m', 'mae_dense.cli.pipeline', str(path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=1200,
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _run_pipeline(path, cwd=tmp_path)
     results = tmp_path / 'results'
     board = json.loads((results / 'leaderboard.json').read_text())
     values = {(x['backbone'], x['benchmark'], x['metric']): x['value'] for x in board['results']}
@@ -315,14 +316,7 @@ def test_pretraining_backbone_records_the_lr_its_optimizer_had(tmp_path, fake_pr
         probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
     )
     path = _yaml(tmp_path / 'p.yaml', cfg)
-    r = subprocess.run(
-        [sys.executable, '-m', 'mae_dense.cli.pipeline', str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _run_pipeline(path, cwd=ROOT)
     rows = {r['task']: r for r in _store(tmp_path / 'results/results.sqlite')}
     recipe = json.loads(rows['pretrain']['recipe'])
     assert recipe['effective_batch'] == 16 and recipe['lr'] == pytest.approx(0.06 * 16 / 64)

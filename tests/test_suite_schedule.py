@@ -208,12 +208,12 @@ def test_pipeline_submits_each_cell_through_srun(tmp_path, monkeypatch, capsys, 
     lines = sorted(fake_srun.read_text().splitlines())
     assert len(lines) == 2
     for i, line in enumerate(lines):
-        flags = f'-p gpu --job-name=suite-b{i}-probe-seed0 --gres=gpu:1 --ntasks=1 --ntasks-per-node=1'
+        flags = f'-p gpu --job-name=suite-b{i}-probe-s0 --gres=gpu:1 --ntasks=1 --ntasks-per-node=1'
         assert line.startswith(f'{flags} --cpus-per-task=3 --kill-on-bad-exit=1 ')
         assert ' -u -m fake_probe ' in line and '--launcher' not in line
     assert {c['slurm_job_name'] for c in _calls(tmp_path).values()} == {
-        'suite-b0-probe-seed0',
-        'suite-b1-probe-seed0',
+        'suite-b0-probe-s0',
+        'suite-b1-probe-s0',
     }
     board = json.loads((tmp_path / 'results' / 'leaderboard.json').read_text())
     assert {(r['backbone'], r['metric'], r['n']) for r in board['results']} == {

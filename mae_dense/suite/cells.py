@@ -368,10 +368,8 @@ class Suite:
                 state.save(status='done', from_store=True)
                 return
             state.save(status='running')
-            if task.name == 'probe':
-                record = self._probe(key, task, options, seed, devices, work, state)
-            else:
-                record = self._finetune(backbone, task, options, seed, devices, work, state)
+            steps = self._probe if task.name == 'probe' else self._finetune
+            record = steps(backbone, task, options, seed, devices, work, state)
             metrics, missing = task_metrics(task.name, state.steps)
             self._record(key, dict(fields, status='done', metrics=metrics, missing=missing, **record))
             state.save(status='done')
@@ -456,7 +454,7 @@ class Suite:
 
     def _probe(
         self,
-        key: str,
+        backbone: BackboneSpec,
         task: TaskSpec,
         options: dict[str, Any],
         seed: int,
@@ -475,7 +473,7 @@ class Suite:
                 task.mode,
                 *options_argv(options),
             ]
-            name = self._job_name(key.replace('/', '-'))
+            name = self._job_name(backbone.name, task.name, f's{seed}')
             self._run(task.module, args, 1, devices, name, work / 'probe.log', 'probe')
             state.step('probe', read_probe_result(work / 'probe'))
         result = steps['probe']
