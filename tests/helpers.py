@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
 import torch
-
-from mae_dense.suite.launch import free_port  # a free loopback port for a torchrun master
 
 # A tiny ViT: 64-d, 4 blocks, 4 heads, patch 8 (ViT-B/L/H are checked by building them elsewhere).
 TINY = dict(embed_dim=64, depth=4, num_heads=4, patch_size=8)
@@ -20,6 +19,13 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     return module
+
+
+def free_port() -> int:
+    """A free TCP port on loopback for a torchrun master (tests launch several one after another)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def run_tool(args: list[str], cwd) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""The ``mae-dense`` console script: ``mae-dense {pipeline,report,train,test,convert} ...``."""
+"""The ``mae-dense`` console script: ``mae-dense {pipeline,train,test,convert} ...``."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError
 from ..models.mae import MaskedAutoencoder, build_mae
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -114,66 +113,25 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]]) -> Image.Image:
     return grid
 
 
-def load_weights(model: MaskedAutoencoder, ckpt: str) -> MaskedAutoencoder:
-    """Load a full MAE checkpoint (official or ``backbone.`` layout) strictly into ``model``.
-
-    Raises:
-        ValueError: one line naming the checkpoint and (the start of) the key mismatch.
-    """
+def load_model(ckpt: str, arch: str, img_size: int | None, device: str) -> MaskedAutoencoder:
+    """Build ``arch`` and load ``ckpt`` (official or ``backbone.`` layout) strictly."""
     from ..checkpoint import load_file, unwrap
 
     obj = load_file(ckpt)
     args = obj.get('args') if isinstance(obj, dict) else None
     if args is not None and getattr(args, 'norm_pix_loss', False):
         print(f'note: {ckpt} was trained with norm_pix_loss; pass --norm-pix to see un-normalised pixels')
+    sd = unwrap(obj, str(ckpt))
+    kwargs = {} if img_size is None else {'img_size': img_size}
+    model = build_mae(arch, **kwargs)
     try:
-        model.load_official(unwrap(obj, str(ckpt)))
+        model.load_official(sd)
     except ValueError as exc:
         msg = str(exc)
         if len(msg) > _MAX_ERROR:
             msg = msg[:_MAX_ERROR] + ' ...'
-        raise ValueError(f'{ckpt}: {msg}') from None
-    return model
-
-
-def load_model(ckpt: str, arch: str, img_size: int | None, device: str) -> MaskedAutoencoder:
-    """Build ``arch`` and load ``ckpt`` (official or ``backbone.`` layout) strictly."""
-    kwargs = {} if img_size is None else {'img_size': img_size}
-    try:
-        model = load_weights(build_mae(arch, **kwargs), ckpt)
-    except ValueError as exc:
-        raise ValueError(f'{exc} (does --arch {arch} match the checkpoint?)') from None
+        raise ValueError(f'{ckpt}: {msg} (does --arch {arch} match the checkpoint?)') from None
     return model.to(device).eval()
-
-
-def reconstruction_rows(
-    model: MaskedAutoencoder,
-    images: Sequence[str | Path],
-    mask_ratio: float = 0.75,
-    seed: int = 0,
-    norm_pix: bool = False,
-) -> tuple[list[list[np.ndarray]], list[float]]:
-    """The four :data:`COLUMNS` for each image, each with a fixed random mask drawn from ``seed``.
-
-    Returns:
-        one row of (S, S, 3) uint8 panels per image, and each image's loss on its removed patches.
-
-    Raises:
-        DataError: an image cannot be read.
-    """
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    rows, losses = [], []
-    for path in images:
-        try:
-            x = load_image(path, model.img_size).unsqueeze(0).to(device)  # (1, 3, S, S)
-        except OSError as exc:
-            raise DataError(f'{path}: not a readable image ({exc.__class__.__name__})') from None
-        noise = torch.rand(1, model.num_patches, generator=gen).to(device)  # a fixed mask per image
-        loss, panels = reconstruct(model, x, mask_ratio, noise, norm_pix)
-        rows.append([to_uint8(panels[c][0]) for c in COLUMNS])
-        losses.append(loss.item())
-    return rows, losses
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -214,16 +172,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f'error: {exc}', file=sys.stderr)
         return 1
 
+    size = model.img_size
+    gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
-    try:
-        rows, losses = reconstruction_rows(model, args.images, args.mask_ratio, args.seed, args.norm_pix)
-    except DataError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
-    for path, loss in zip(args.images, losses):
-        print(f'{path}: loss {loss:.4f} on the removed patches')
+    rows = []
+    for path in args.images:
+        try:
+            x = load_image(path, size).unsqueeze(0).to(device)  # (1, 3, S, S)
+        except OSError as exc:
+            print(f'error: {path}: not a readable image ({exc.__class__.__name__})', file=sys.stderr)
+            return 1
+        noise = torch.rand(1, model.num_patches, generator=gen).to(device)  # a fixed mask per image
+        loss, panels = reconstruct(model, x, args.mask_ratio, noise, args.norm_pix)
+        rows.append([to_uint8(panels[c][0]) for c in COLUMNS])
+        print(f'{path}: loss {loss.item():.4f} on the removed patches')
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     make_grid(rows).save(out)
-    print(f'wrote {out} ({len(losses)} rows: {" | ".join(COLUMNS)})')
+    print(f'wrote {out} ({len(rows)} rows: {" | ".join(COLUMNS)})')
     return 0

@@ -618,20 +618,30 @@ class Suite:
         state = CellState(self._dir(backbone, 'pretrain'))
         if not state.done:
             return None
-        from ..cli.reconstruct import COLUMNS, load_weights, reconstruction_rows
+        import torch
+
+        from ..checkpoint import load_file, unwrap
+        from ..cli.reconstruct import COLUMNS, load_image, reconstruct, to_uint8
         from ..data.image_folder import list_image_folder
         from ..models.mae import MaskedAutoencoder, mae_arch_config
 
         cfg = read_config(backbone.pretrain.config, backbone.pretrain.cfg_options)
         kwargs = {k: v for k, v in cfg.model.items() if k not in ('type', 'arch', 'data_preprocessor')}
-        model = MaskedAutoencoder(**{**mae_arch_config(cfg.model.get('arch', 'base')), **kwargs})
-        load_weights(model, state.data['checkpoint']).eval()
+        model = MaskedAutoencoder(**{**mae_arch_config(cfg.model.get('arch', 'base')), **kwargs}).eval()
+        model.load_official(unwrap(load_file(state.data['checkpoint']), state.data['checkpoint']))
         images = self._ade_images(backbone)[: self.spec.qualitative_images]
         if not images:
             ds = cfg.train_dataloader.dataset
             folder = Path(ds.data_root) / ds.get('split', 'train')
             images = [folder / p for p in list_image_folder(folder)[0][: self.spec.qualitative_images]]
-        rows, losses = reconstruction_rows(model, images, model.mask_ratio, 0, model.norm_pix_loss)
+        gen = torch.Generator().manual_seed(0)  # the same masks every time
+        named = []
+        for path in images:
+            x = load_image(path, model.img_size).unsqueeze(0)  # (1, 3, S, S)
+            noise = torch.rand(1, model.num_patches, generator=gen)
+            loss, panels = reconstruct(model, x, model.mask_ratio, noise, model.norm_pix_loss)
+            named.append(
+                (f'{Path(path).name}, loss {loss.item():.3f}', [to_uint8(panels[c][0]) for c in COLUMNS])
+            )
         title = f'{backbone.name}: MAE reconstructions, mask ratio {model.mask_ratio:g}'
-        named = [(f'{Path(p).name}, loss {loss:.3f}', row) for p, row, loss in zip(images, rows, losses)]
         return panel_png(named, title, COLUMNS), f'{" | ".join(COLUMNS)} (loss on the removed patches)'
