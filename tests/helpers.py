@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from mae_dense.models import MaskedAutoencoder
+from mae_dense.suite.launch import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,13 +47,6 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     return module
-
-
-def free_port() -> int:
-    """A free TCP port on loopback for a torchrun master (tests launch several one after another)."""
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def run_tool(args: list[str], cwd, **extra_env: str) -> subprocess.CompletedProcess:

@@ -1,163 +1,355 @@
-"""The pipeline command: stages, resume, failure handling, the report."""
+"""The pipeline: every backbone x task x seed, resumable cells, failures that stay in their cell, the results
+store, and ``mae-dense report --db`` rebuilding the same leaderboard from the store alone.
+
+The fast tests use a stand-in probe (``tests/fake_probe.py``, same command line and result file as
+``mae_dense.cli.probe``); the end-to-end ones run the tiny ADE20K/COCO/pretraining configs for 2 iterations.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from mae_dense.cli.report import REFERENCES
-from mae_dense.data import generate_synthetic_ade20k
+from mae_dense.cli.pipeline import main as pipeline_main
+from mae_dense.cli.report import main as report_main
+from mae_dense.suite.references import REFERENCES
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
+COCO = 'configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py'
+SHORT = {'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2, 'default_hooks.checkpoint.interval': 2}
 
 
-def _pipeline(path: Path, results: Path):
-    return subprocess.run(
-        [sys.executable, str(ROOT / 'tools/pipeline.py'), str(path), '--results-dir', str(results)],
+def _yaml(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _probe_cfg(tmp_path: Path) -> str:
+    path = tmp_path / 'probe_cfg.py'
+    path.write_text('model = dict(pretrained=None, backbone=dict(embed_dim=96))\n')
+    return str(path)
+
+
+def _run_pipeline(path: Path, cwd: Path) -> None:
+    """``python -m mae_dense.cli.pipeline PATH`` in its own process, as a user runs it."""
+    r = subprocess.run(
+        [sys.executable, '-m', 'mae_dense.cli.pipeline', str(path)], capture_output=True, text=True, cwd=cwd
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def _store(db: Path) -> list[dict]:
+    with sqlite3.connect(db) as con:
+        con.row_factory = sqlite3.Row
+        return [dict(r) for r in con.execute('SELECT * FROM cells ORDER BY backbone, task, seed')]
+
+
+def _tables(md: Path) -> list[str]:
+    """The table lines of a leaderboard.md (the figures list may differ in order, not the tables)."""
+    return [line for line in md.read_text().splitlines() if line.startswith('|')]
+
+
+@pytest.fixture
+def fake_probe(monkeypatch):
+    monkeypatch.setenv('PYTHONPATH', str(TESTS))
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    monkeypatch.delenv('FAKE_PROBE_FAIL', raising=False)
+
+
+def test_failing_cell_is_recorded_the_others_go_on_and_resume_redoes_only_it(
+    tmp_path, fake_probe, monkeypatch, capsys
+):
+    weights = {}
+    for name in ('good', 'bad'):
+        weights[name] = tmp_path / f'{name}.pth'
+        weights[name].write_bytes(name.encode() * 8)
+    cfg = dict(
+        work_dir=str(tmp_path / 'work'),
+        results_dir=str(tmp_path / 'results'),
+        seeds=[0, 1],
+        backbones=[
+            dict(name='good', checkpoint=str(weights['good'])),
+            dict(name='bad', checkpoint=str(weights['bad'])),
+            dict(name='scratch', random=True),
+        ],
+        probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+        report=dict(title='suite test'),
+    )
+    path = _yaml(tmp_path / 'p.yaml', cfg)
+    monkeypatch.setenv('FAKE_PROBE_FAIL', 'bad.pth')
+    assert pipeline_main([str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('error: 2 of 6 cells failed: bad/probe/seed0 (probe failed: ')
+    assert 'the fake probe refuses this backbone' in err[-1] and err[-1].endswith(
+        'report: ' + str(tmp_path / 'results/leaderboard.md')
+    )
+    results = tmp_path / 'results'
+    board = json.loads((results / 'leaderboard.json').read_text())
+    by = {(r['backbone'], r['metric']): r for r in board['results']}
+    assert by[('good', 'mIoU')]['n'] == 2 and by[('good', 'mIoU')]['status'] == 'done'
+    assert by[('good', 'mIoU')]['std'] is not None and by[('good', 'mIoU')]['mode'] == 'fast'
+    assert by[('bad', 'mIoU')]['status'] == 'failed' and 'refuses' in by[('bad', 'mIoU')]['reason']
+    md = (results / 'leaderboard.md').read_text()
+    bad_row = next(line for line in md.splitlines() if line.startswith('| bad |'))
+    assert 'failed (' in bad_row
+    assert (
+        'bad / ADE20K linear probe / seed 0, 1: probe failed: ' in md
+        and 'ADE20K linear probe mIoU (fast)' in md
+    )
+    rows = _store(results / 'results.sqlite')
+    assert [(r['backbone'], r['seed'], r['status']) for r in rows if r['backbone'] == 'bad'] == [
+        ('bad', 0, 'failed'),
+        ('bad', 1, 'failed'),
+    ]
+    good_cell = tmp_path / 'work/good/probe-seed0/cell.json'
+    stamp = good_cell.stat().st_mtime_ns
+
+    monkeypatch.delenv('FAKE_PROBE_FAIL')
+    assert pipeline_main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert '[pipeline] good/probe/seed0: done, skipped' in out and 'bad/probe/seed1: done: mIoU' in out
+    assert good_cell.stat().st_mtime_ns == stamp
+    rows = _store(results / 'results.sqlite')
+    assert len(rows) == 6 and {r['status'] for r in rows} == {'done'}  # the failures were replaced
+    sha = __import__('hashlib').sha256(weights['good'].read_bytes()).hexdigest()
+    good = [r for r in rows if r['backbone'] == 'good']
+    assert {r['checkpoint_sha256'] for r in good} == {sha} and good[0]['git_commit'] and good[0]['date']
+    assert json.loads(good[0]['recipe'])['lr'] == 1e-3 and json.loads(good[0]['metrics'])['mIoU'] > 0
+
+    # the report from the store alone has the same tables
+    assert (
+        report_main(
+            [
+                '--db',
+                str(results / 'results.sqlite'),
+                '--out',
+                str(tmp_path / 'rebuilt'),
+                '--title',
+                'suite test',
+            ]
+        )
+        == 0
+    )
+    assert _tables(tmp_path / 'rebuilt/leaderboard.md') == _tables(results / 'leaderboard.md')
+    rebuilt = json.loads((tmp_path / 'rebuilt/leaderboard.json').read_text())
+    assert rebuilt['results'] == json.loads((results / 'leaderboard.json').read_text())['results']
+
+
+def test_store_counts_a_cell_once_across_pipelines(tmp_path, fake_probe, capsys):
+    weights = tmp_path / 'w.pth'
+    weights.write_bytes(b'weights')
+    db = tmp_path / 'shared.sqlite'
+    for i, seeds in enumerate(([0], [0, 1])):  # another pipeline, weeks later, same store
+        copy = tmp_path / f'copy{i}.pth'  # the same file elsewhere: the same checkpoint
+        copy.write_bytes(weights.read_bytes())
+        cfg = dict(
+            work_dir=str(tmp_path / f'work{i}'),
+            results_dir=str(tmp_path / f'results{i}'),
+            db=str(db),
+            seeds=seeds,
+            backbones=[dict(name='mine', checkpoint=str(copy))],
+            probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+        )
+        assert pipeline_main([str(_yaml(tmp_path / f'p{i}.yaml', cfg))]) == 0
+    out = capsys.readouterr().out
+    assert 'mine/probe/seed0: already in the results store' in out and 'mine/probe/seed1: done: mIoU' in out
+    assert not (tmp_path / 'work1/mine/probe-seed0/probe').exists()  # not run again
+    assert len(_store(db)) == 2
+    board = json.loads((tmp_path / 'results1/leaderboard.json').read_text())
+    assert {r['metric']: r['n'] for r in board['results']} == {'mIoU': 2, 'aAcc': 2}
+
+
+def test_console_script_and_python_pipeline_config(tmp_path):
+    from mae_dense.suite.spec import load_spec
+
+    (tmp_path / 'p.py').write_text(
+        f"pipeline = dict(work_dir='w', ade20k=dict(config='{ADE}'), seeds=[0, 1])\n"
+    )
+    spec = load_spec(tmp_path / 'p.py')
+    assert spec.tasks[0].name == 'ade20k' and spec.seeds == [0, 1] and spec.gpus == 1
+    mae_dense = str(Path(sys.executable).parent / 'mae-dense')
+    r = subprocess.run(
+        [mae_dense, 'pipeline', str(tmp_path / 'nope.yaml')], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 1 and r.stderr.strip().endswith('nope.yaml: pipeline config not found')
+    r = subprocess.run(
+        [mae_dense, 'report', '--db', str(tmp_path / 'none.sqlite')],
         capture_output=True,
         text=True,
-        cwd=ROOT,
-        timeout=900,
+        timeout=120,
     )
+    assert r.returncode == 1 and r.stderr.strip() == f'error: {tmp_path}/none.sqlite: no results store there'
 
 
-@pytest.fixture(scope='module')
-def finished(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('pipeline')
-    root = generate_synthetic_ade20k(tmp / 'ADEChallengeData2016', num_train=4, num_val=2, seed=2)
-    data = {f'{k}_dataloader.dataset.data_root': str(root) for k in ('train', 'val', 'test')}
-    cfg = dict(
-        work_dir=str(tmp / 'work'),
-        seeds=[0],
-        ade20k=dict(
-            config=ADE,
-            cfg_options={
-                **data,
-                'train_cfg.max_iters': 2,
-                'train_cfg.val_interval': 2,
-                'default_hooks.checkpoint.interval': 2,
-            },
-        ),
-        coco=dict(config=str(tmp / 'missing_config.py')),  # fails: the ADE20K results must survive
-        report=dict(title='pipeline test'),
+def _tiny_mae_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    """One tiny MAE (the demo configs' encoder) in three layouts: this project's pretraining output (full
+    MAE, ``backbone.`` prefix), the official MAE release (``{'model': encoder}``) and mmseg's (beit2mmseg)."""
+    from helpers import randomize_
+
+    from mae_dense.checkpoint import convert_file
+    from mae_dense.models.mae import MaskedAutoencoder
+
+    mae = MaskedAutoencoder(
+        img_size=64,
+        patch_size=16,
+        embed_dim=96,
+        depth=4,
+        num_heads=3,
+        decoder_embed_dim=64,
+        decoder_depth=1,
+        decoder_num_heads=4,
     )
-    path = tmp / 'pipeline.yaml'
-    path.write_text(yaml.safe_dump(cfg))
-    first = _pipeline(path, tmp / 'results')
-    return tmp, path, first
-
-
-def test_failing_stage_stops_with_one_line_and_keeps_results(finished):
-    tmp, _, first = finished
-    assert first.returncode == 1
-    last = first.stderr.strip().splitlines()[-1]
-    assert last.startswith('error: stage coco failed') and 'missing_config.py' in last
-    assert 'finished stages kept: ade20k' in last
-    record = json.loads((tmp / 'work' / 'ade20k' / 'stage.json').read_text())
-    assert record['status'] == 'done' and 'mIoU' in record['results']['single_scale']
-    assert 'mIoU' in record['results']['ms_flip']
-    recipe = record['recipe']
-    assert recipe['per_gpu_batch'] == 4 and recipe['effective_batch'] == 4 and recipe['iterations'] == 2
-    assert recipe['world_size'] == 1 and recipe['seed'] == 0 and len(recipe['config_hash']) == 16
-    assert {'torch', 'mmcv', 'mmsegmentation', 'mmdet'} <= set(recipe['versions'])
-
-
-def test_resume_skips_finished_stages_and_reports(finished):
-    tmp, path, _ = finished
-    cfg = yaml.safe_load(path.read_text())
-    del cfg['coco']
-    path.write_text(yaml.safe_dump(cfg))
-    stamp = (tmp / 'work' / 'ade20k' / 'stage.json').stat().st_mtime
-    second = _pipeline(path, tmp / 'results')
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert '[pipeline] ade20k: done, skipped' in second.stdout
-    assert (tmp / 'work' / 'ade20k' / 'stage.json').stat().st_mtime == stamp
-    md = (tmp / 'results' / 'leaderboard.md').read_text()
-    for bench, model, metric, value, source in REFERENCES:  # every reference row is in the report
-        assert f'| {bench} | {model} | {metric} | {value:.2f} | {source} |' in md
-    assert 'ViT 96-d (toy)' in md and 'mIoU ms+flip' in md
-    board = json.loads((tmp / 'results' / 'leaderboard.json').read_text())
-    assert len(board['references']) == len(REFERENCES) and board['runs'][0]['benchmark'] == 'ADE20K'
-    assert 'metrics_vs_iter.png' in board['plots'] and (tmp / 'results' / 'metrics_vs_iter.png').is_file()
-
-
-def test_bad_pipeline_config_one_line(tmp_path):
-    (tmp_path / 'p.yaml').write_text('ade20k: {}\n')
-    r = _pipeline(tmp_path / 'p.yaml', tmp_path / 'r')
-    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].endswith('ade20k needs a config')
+    randomize_(mae, seed=5)
+    project = tmp_path / 'ours_epoch_20.pth'
+    torch.save({'state_dict': mae.state_dict(), 'meta': {'epoch': 20}}, project)
+    official = tmp_path / 'mae_pretrain_vit_tiny.pth'
+    convert_file(project, official, 'timm')
+    mmseg = tmp_path / 'mae_tiny_mmseg.pth'
+    convert_file(project, mmseg, 'mmseg')
+    return {'ours': project, 'official': official, 'mmseg': mmseg}
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end_pretrain_ade20k_coco(tmp_path):
-    """pretrain -> ADE20K (ss + ms+flip) -> COCO -> report, all on synthetic data at tiny scale."""
-    from mae_dense.data import generate_synthetic_coco, generate_synthetic_image_folder
+def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path, fake_probe):
+    """The suite's acceptance run: a value for every backbone x task, in leaderboard.json and the store."""
+    from mae_dense.data import generate_synthetic_ade20k, generate_synthetic_coco
 
     ade = generate_synthetic_ade20k(tmp_path / 'ADEChallengeData2016', num_train=4, num_val=2, seed=3)
     coco = generate_synthetic_coco(tmp_path / 'coco', num_train=4, num_val=2, seed=3)
-    images = generate_synthetic_image_folder(tmp_path / 'pretrain')
     ade_data = {f'{k}_dataloader.dataset.data_root': str(ade) for k in ('train', 'val', 'test')}
     coco_data = {f'{k}_dataloader.dataset.data_root': f'{coco}/' for k in ('train', 'val', 'test')}
     coco_data.update(
         {f'{k}_evaluator.ann_file': f'{coco}/annotations/instances_val2017.json' for k in ('val', 'test')}
     )
+    layouts = _tiny_mae_checkpoints(tmp_path)
     cfg = dict(
         work_dir=str(tmp_path / 'work'),
-        seeds=[0],
-        pretrain=dict(
-            config='configs/demo/mae_vit-tiny-p16_synthetic.py',
-            cfg_options={'train_dataloader.dataset.data_root': str(images), 'train_cfg.max_epochs': 2},
-        ),
-        ade20k=dict(
-            config=ADE,
-            cfg_options={
-                **ade_data,
-                'train_cfg.max_iters': 2,
-                'train_cfg.val_interval': 2,
-                'default_hooks.checkpoint.interval': 2,
-            },
-        ),
-        coco=dict(
-            config='configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py',
-            cfg_options={
-                **coco_data,
-                'train_cfg.max_iters': 2,
-                'train_cfg.val_interval': 2,
-                'default_hooks.checkpoint.interval': 2,
-                'model.test_cfg.rcnn.score_thr': 0.0,
-            },
-        ),
+        results_dir=str(tmp_path / 'results'),
+        backbones=[
+            *(dict(name=k, checkpoint=str(v)) for k, v in layouts.items()),
+            dict(name='scratch', random=True),
+        ],
+        ade20k=dict(config=ADE, ms_flip=False, cfg_options={**ade_data, **SHORT}),
+        coco=dict(config=COCO, cfg_options={**coco_data, **SHORT, 'model.test_cfg.rcnn.score_thr': 0.0}),
+        probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+        qualitative=dict(images=1),
     )
-    path = tmp_path / 'pipeline.yaml'
-    path.write_text(yaml.safe_dump(cfg))
-    r = _pipeline(path, tmp_path / 'results')
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    pre = json.loads((tmp_path / 'work' / 'pretrain' / 'stage.json').read_text())
-    ade_rec = json.loads((tmp_path / 'work' / 'ade20k' / 'stage.json').read_text())
-    coco_rec = json.loads((tmp_path / 'work' / 'coco' / 'stage.json').read_text())
-    assert ade_rec['pretrained'] == pre['checkpoint'] == coco_rec['pretrained']  # one pretraining feeds both
-    assert 'coco/bbox_mAP' in coco_rec['results']['single_scale']
-    md = (tmp_path / 'results' / 'leaderboard.md').read_text()
-    assert '| COCO | ViT 96-d (toy) | box AP |' in md and '| pretrain | 0 | 1 | 16 |' in md
+    path = _yaml(tmp_path / 'p.yaml', cfg)
+    _run_pipeline(path, cwd=tmp_path)
+    results = tmp_path / 'results'
+    board = json.loads((results / 'leaderboard.json').read_text())
+    values = {(x['backbone'], x['benchmark'], x['metric']): x['value'] for x in board['results']}
+    for backbone in ('ours', 'official', 'mmseg', 'scratch'):
+        for bench, metric in (
+            ('ADE20K', 'mIoU'),
+            ('COCO', 'box AP'),
+            ('COCO', 'mask AP'),
+            ('ADE20K linear probe', 'mIoU'),
+        ):
+            assert values[(backbone, bench, metric)] is not None, (backbone, bench, metric)
+    rows = _store(results / 'results.sqlite')
+    assert len(rows) == 12 and {r['status'] for r in rows} == {'done'}
+    # the three files are one encoder: the same weights fine-tuned with the same seed give the same number
+    assert (
+        values[('ours', 'ADE20K', 'mIoU')]
+        == values[('official', 'ADE20K', 'mIoU')]
+        == values[('mmseg', 'ADE20K', 'mIoU')]
+    )
+    coco_rows = [r for r in rows if r['task'] == 'coco']
+    assert all(json.loads(r['curves'])['box AP'][0][0] == 2 for r in coco_rows)  # drawn at its real iteration
+    assert all(json.loads(r['recipe'])['lr'] == pytest.approx(4e-4) for r in coco_rows)
+    with sqlite3.connect(results / 'results.sqlite') as con:
+        assert sorted(con.execute("SELECT backbone FROM figures WHERE kind = 'qualitative'")) == [
+            ('mmseg',),
+            ('official',),
+            ('ours',),
+            ('scratch',),
+        ]
+    md = (results / 'leaderboard.md').read_text()
+    for _bench, model, _metric, _value, source in REFERENCES:  # every published row is in the matrix
+        assert f'| published: {source} | {model} |' in md
+    assert report_main(['--db', str(results / 'results.sqlite'), '--out', str(tmp_path / 'rebuilt')]) == 0
+    assert _tables(tmp_path / 'rebuilt/leaderboard.md') == _tables(results / 'leaderboard.md')
+    for name in (
+        'bars_ADE20K.png',
+        'bars_COCO.png',
+        'curves_coco.png',
+        'qualitative_ours.png',
+        'leaderboard.html',
+    ):
+        assert (results / name).is_file(), name
 
 
-def test_python_pipeline_config_and_console_script(tmp_path):
-    from mae_dense.cli.pipeline import load_pipeline_config
+@pytest.mark.slow
+def test_pretraining_backbone_records_the_lr_its_optimizer_had(tmp_path, fake_probe):
+    """A ``pretrain:`` backbone feeds its last checkpoint to the tasks; the recorded lr is the built
+    optimizer's (``base_lr x batch / base_batch_size``), not ``base_lr x batch / 256``."""
+    from mae_dense.data import generate_synthetic_image_folder
 
-    (tmp_path / 'p.py').write_text(
-        "pipeline = dict(work_dir='w', ade20k=dict(config='c.py'), seeds=[0, 1])\n"
+    images = generate_synthetic_image_folder(tmp_path / 'pretrain')
+    cfg = dict(
+        work_dir=str(tmp_path / 'work'),
+        results_dir=str(tmp_path / 'results'),
+        backbones=[
+            dict(
+                name='mae-tiny',
+                pretrain=dict(
+                    config='configs/demo/mae_vit-tiny-p16_synthetic.py',
+                    cfg_options={
+                        'train_dataloader.dataset.data_root': str(images),
+                        'train_cfg.max_epochs': 2,
+                        'optim_wrapper.paramwise_cfg.base_batch_size': 64,
+                    },
+                ),
+            )
+        ],
+        probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
     )
-    cfg = load_pipeline_config(tmp_path / 'p.py')
-    assert cfg['ade20k'] == {'config': 'c.py'} and cfg['seeds'] == [0, 1] and cfg['gpus'] == 1
-    r = subprocess.run(
-        [str(Path(sys.executable).parent / 'mae-dense'), 'pipeline', str(tmp_path / 'nope.yaml')],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    path = _yaml(tmp_path / 'p.yaml', cfg)
+    _run_pipeline(path, cwd=ROOT)
+    rows = {r['task']: r for r in _store(tmp_path / 'results/results.sqlite')}
+    recipe = json.loads(rows['pretrain']['recipe'])
+    assert recipe['effective_batch'] == 16 and recipe['lr'] == pytest.approx(0.06 * 16 / 64)
+    ckpt = json.loads((tmp_path / 'work/mae-tiny/pretrain/cell.json').read_text())['checkpoint']
+    call = json.loads((tmp_path / 'work/mae-tiny/probe-seed0/probe/fake_probe_call.json').read_text())
+    assert f'model.pretrained={ckpt}' in call['argv']
+    assert rows['probe']['checkpoint_sha256'] == rows['pretrain']['checkpoint_sha256']
+    with sqlite3.connect(tmp_path / 'results/results.sqlite') as con:
+        assert [k for (k,) in con.execute('SELECT kind FROM figures')] == ['reconstruction']
+    # the training curves also went to TensorBoard
+    assert list((tmp_path / 'work/mae-tiny/pretrain/train').glob('*/vis_data/events.out.tfevents.*'))
+    assert (
+        '| mae-tiny | pretrain | 0 | 1 | 16 | 1 | 16 | 0.015 | 2 ep |'
+        in (tmp_path / 'results/leaderboard.md').read_text()
     )
-    assert r.returncode == 1 and r.stderr.strip().endswith('nope.yaml: pipeline config not found')
+
+
+def test_changed_weights_rerun_the_cell_and_keep_the_old_run_aside(tmp_path, fake_probe, capsys):
+    weights = tmp_path / 'w.pth'
+    weights.write_bytes(b'first weights')
+    cfg = dict(
+        work_dir=str(tmp_path / 'work'),
+        results_dir=str(tmp_path / 'results'),
+        backbones=[dict(name='mine', checkpoint=str(weights))],
+        probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+    )
+    path = _yaml(tmp_path / 'p.yaml', cfg)
+    assert pipeline_main([str(path)]) == 0
+    weights.write_bytes(b'retrained weights')  # same name, same path, other weights
+    assert pipeline_main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert 'mine/probe/seed0: the weights or the config changed since the last run: old run moved to ' in out
+    assert len(list((tmp_path / 'work/mine').glob('probe-seed0.stale-*'))) == 1
+    rows = _store(tmp_path / 'results/results.sqlite')
+    assert len({r['checkpoint_sha256'] for r in rows}) == 2
+    md = (tmp_path / 'results/leaderboard.md').read_text()
+    assert sum(line.startswith('| mine @') for line in md.splitlines()) == 2  # one row per checkpoint

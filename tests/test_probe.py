@@ -420,7 +420,7 @@ def test_cache_key_follows_the_checkpoint_bytes_and_the_crops(mae_checkpoint, tm
 @pytest.mark.slow
 def test_cli_writes_probe_result_and_reuses_its_cache(ade, mae_checkpoint, tmp_path):
     """`tools/probe.py` and `mae-dense probe`, end to end in fresh processes (fast mode, tiny run)."""
-    from mae_dense.data.feature_cache import file_sha256
+    from mae_dense.checkpoint import file_sha256
 
     opts = _options(
         ade,

@@ -13,6 +13,7 @@ import torch
 from helpers import TINY_MAE, TINY_MAE_CONFIG, randomize_, tiny_mae
 from PIL import Image
 
+from mae_dense import visualize as vis
 from mae_dense.cli import reconstruct as rec
 from mae_dense.models import MaskedAutoencoder
 
@@ -121,7 +122,7 @@ def test_panels_in_process():
     model = randomize_(tiny_mae(), seed=2).eval()
     imgs = torch.randn(2, 3, S, S)
     noise = torch.rand(2, 16)
-    loss, panels = rec.reconstruct(model, imgs, 0.75, noise)
+    loss, panels = vis.reconstruct(model, imgs, 0.75, noise)
     _, pred, mask = model(imgs, 0.75, noise=noise)
     m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, 192))
     y = model.unpatchify(pred)
@@ -137,7 +138,7 @@ def test_denormalize_pred_inverts_the_norm_pix_target():
     imgs = torch.randn(2, 3, S, S) * 2 + 0.5
     t = model.patchify(imgs)
     normed = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5
-    torch.testing.assert_close(rec.denormalize_pred(model, imgs, normed), t)
+    torch.testing.assert_close(vis.denormalize_pred(model, imgs, normed), t)
 
 
 def test_load_image_resizes_and_centre_crops(tmp_path):
@@ -145,9 +146,9 @@ def test_load_image_resizes_and_centre_crops(tmp_path):
     arr[:, 20:60] = 255  # a white centre band exactly the crop
     p = tmp_path / 'wide.png'
     Image.fromarray(arr).save(p)
-    x = rec.load_image(p, 20)
+    x = vis.load_image(p, 20)
     assert x.shape == (3, 20, 20)
-    img = rec.to_uint8(x)
+    img = vis.to_uint8(x)
     assert img[:, 2:18].min() >= 250  # centre crop of the 40x20 resize
 
 
@@ -156,5 +157,5 @@ def test_training_checkpoint_args_hint(tmp_path, capsys):
     ckpt = tmp_path / 'checkpoint-1.pth'
     args = argparse.Namespace(norm_pix_loss=True, model='mae_vit_large_patch16')
     torch.save({'model': MaskedAutoencoder.to_official_layout(model.state_dict()), 'args': args}, ckpt)
-    rec.load_model(str(ckpt), TINY_MAE, None, 'cpu')
+    vis.load_model(str(ckpt), TINY_MAE, None, 'cpu')
     assert 'pass --norm-pix' in capsys.readouterr().out

@@ -17,6 +17,7 @@ There is no ``weights_only=False`` switch and no environment variable that turns
 from __future__ import annotations
 
 import _compat_pickle
+import hashlib
 import io
 import os
 import pickle
@@ -29,7 +30,16 @@ import torch
 
 from ..errors import CheckpointError
 
-__all__ = ['CheckpointError', 'load_file', 'resolve_url', 'is_url', 'TRAINING_ALLOWLIST']
+__all__ = ['CheckpointError', 'TRAINING_ALLOWLIST', 'file_sha256', 'is_url', 'load_file', 'resolve_url']
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 16 MiB blocks (checkpoints are GBs): what identifies weights."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_url(src: str | os.PathLike) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    'pipeline': ('mae_dense.cli.pipeline', 'pretrain -> ADE20K -> COCO -> report in one command'),
+    'pipeline': ('mae_dense.cli.pipeline', 'backbones x tasks x seeds -> results store -> leaderboard'),
+    'report': ('mae_dense.cli.report', 'rebuild the leaderboard from a results store (--db FILE)'),
     'train': ('mae_dense.cli.train', 'train a config (as tools/train.py)'),
     'test': ('mae_dense.cli.test', 'test a checkpoint (as tools/test.py)'),
     'probe': ('mae_dense.cli.probe', 'frozen-backbone linear probe on ADE20K (as tools/probe.py)'),

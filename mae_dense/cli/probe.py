@@ -65,8 +65,7 @@ def load_probe_config(args: argparse.Namespace):
 
 def checkpoint_digest(cfg) -> tuple[str | None, str]:
     """(pretrained source or None, sha256 of its bytes or ``random:<init_seed>``)."""
-    from ..checkpoint import is_url, resolve_url
-    from ..data.feature_cache import file_sha256
+    from ..checkpoint import file_sha256, is_url, resolve_url
 
     init_cfg = cfg.model.backbone.get('init_cfg') or {}
     pretrained = (

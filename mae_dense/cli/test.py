@@ -155,3 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_tool(_run)
+
+
+if __name__ == '__main__':  # python -m mae_dense.cli.test (how the pipeline launches it)
+    raise SystemExit(main())

@@ -27,15 +27,6 @@ _FEATURES, _LABELS, _META = 'features.npy', 'labels.npy', 'meta.json'
 _DTYPES = ('float16', 'float32')
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(spec: Mapping) -> str:
     """Hex sha256 of ``spec`` as canonical JSON (sorted keys; non-JSON values by ``str``)."""
     text = json.dumps(dict(spec, format_version=FORMAT_VERSION), sort_keys=True, default=str)

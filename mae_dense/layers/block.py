@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,12 +23,12 @@ class Block(nn.Module):
         dim: token width.
         num_heads: attention heads.
         mlp_ratio: MLP hidden width / dim.
-        qkv_bias: bias on q, k, v.
         drop_path: stochastic-depth rate of this block.
         init_values: layer-scale init (``gamma_1``/``gamma_2``); ``None`` for no layer scale.
         norm_layer: normalisation class, called with ``dim``.
         window_size: > 0 for ViTDet window attention (tokens must carry no cls token).
-        rel_pos, rel_pos_size, cls_token, attn_impl: passed to :class:`Attention`.
+        **attn_kwargs: keyword arguments of :class:`Attention` (``qkv_bias``, ``rel_pos``, ``rel_pos_size``,
+            ``cls_token``, ``attn_impl``).
     """
 
     def __init__(
@@ -35,20 +36,16 @@ class Block(nn.Module):
         dim: int,
         num_heads: int,
         mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
         drop_path: float = 0.0,
         init_values: float | None = None,
         norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
         window_size: int = 0,
-        rel_pos: str | None = None,
-        rel_pos_size: tuple[int, int] | None = None,
-        cls_token: bool = True,
-        attn_impl: str = 'sdpa',
+        **attn_kwargs: Any,
     ) -> None:
         super().__init__()
         self.window_size = window_size
         self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias, rel_pos, rel_pos_size, cls_token, attn_impl)
+        self.attn = Attention(dim, num_heads, **attn_kwargs)
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)

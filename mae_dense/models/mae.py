@@ -130,7 +130,7 @@ class MaskedAutoencoder(nn.Module):
                 Block(
                     decoder_embed_dim,
                     decoder_num_heads,
-                    mlp_ratio,
+                    mlp_ratio=mlp_ratio,
                     qkv_bias=True,
                     norm_layer=norm_layer,
                     attn_impl=attn_impl,

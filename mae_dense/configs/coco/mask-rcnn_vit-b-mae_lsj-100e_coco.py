@@ -146,7 +146,8 @@ train_cfg = dict(
     _delete_=True, type='ExactResumeIterBasedTrainLoop', max_iters=max_iters, val_interval=interval
 )
 default_hooks = dict(
-    logger=dict(interval=50),
+    # validation metrics logged at their iteration (mmdet's default logs them at the epoch, 0 here)
+    logger=dict(interval=50, log_metric_by_epoch=False),
     checkpoint=dict(by_epoch=False, interval=interval, save_last=True, max_keep_ckpts=2),
 )
 log_processor = dict(by_epoch=False)
@@ -154,3 +155,6 @@ log_processor = dict(by_epoch=False)
 custom_hooks = [dict(type='Fp16CompressionHook'), dict(type='RandomStateHook')]
 resume = True  # relaunching resumes from the newest readable checkpoint (fresh start if none)
 auto_scale_lr = dict(base_batch_size=64)
+# Training curves also in TensorBoard (`tensorboard --logdir work_dirs`), beside mmengine's local JSON logs.
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+visualizer = dict(vis_backends=vis_backends)

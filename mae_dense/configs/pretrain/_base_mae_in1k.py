@@ -106,7 +106,8 @@ env_cfg = dict(
 randomness = dict(seed=0, diff_rank_seed=True)
 log_processor = dict(window_size=10, by_epoch=True)
 log_level = 'INFO'
-vis_backends = [dict(type='LocalVisBackend')]
+# Training curves also in TensorBoard (`tensorboard --logdir work_dirs`), beside mmengine's local JSON logs.
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 visualizer = dict(type='Visualizer', vis_backends=vis_backends)
 load_from = None  # a previous run's checkpoint to continue from (weights only; needs resume=False)
 resume = True  # auto-resume from the work dir's latest checkpoint when relaunched (fresh start if none)

@@ -1,0 +1,147 @@
+"""What a run really does: effective batch, the lr the built optimizer had, precision, config hash, versions.
+
+The config hash identifies an experiment in the results store, so it leaves out what the store keys on
+separately (the seed, the backbone weights) and what does not change a result (the work dir).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..errors import PipelineError
+from ..models.archs import ARCHS, arch_by_width
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# Options the pipeline sets per cell that the store keys on separately (seed, backbone) or that do not
+# change the experiment (where it is written).
+_UNHASHED = ('randomness.seed', 'model.pretrained', 'model.backbone.pretrained', 'work_dir')
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the stack (``'not installed'`` where a package is missing)."""
+    import importlib.metadata as md
+
+    out = {}
+    for name in ('torch', 'mmcv', 'mmengine', 'mmsegmentation', 'mmdet', 'timm', 'mae-dense'):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = 'not installed'
+    return out
+
+
+def git_commit() -> str:
+    """The commit of the checkout the package runs from; ``'unknown'`` for an installed package."""
+    try:
+        top = subprocess.run(
+            ['git', 'rev-parse', '--show-toplevel', 'HEAD'],
+            cwd=PACKAGE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return 'unknown'
+    lines = top.stdout.split()
+    # a package installed into a virtualenv that lives inside some other repository is not that commit
+    if top.returncode or len(lines) != 2 or Path(lines[0]).resolve() != PACKAGE_DIR.parent:
+        return 'unknown'
+    return lines[1]
+
+
+def read_config(config: str, cfg_options: dict[str, Any] | None = None):
+    """An mmengine Config with ``cfg_options`` merged; one line naming the file when it cannot be read."""
+    from mmengine.config import Config
+
+    try:
+        with warnings.catch_warnings():  # mmengine's import of pkg_resources warns on every config read
+            warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+            cfg = Config.fromfile(config)
+    except Exception as exc:  # syntax errors, missing bases: say which file
+        raise PipelineError(
+            f'{config}: cannot read the config ({type(exc).__name__}: {str(exc).splitlines()[0]})'
+        ) from None
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def config_hash(config: str, cfg_options: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    """16 hex digits of sha256 over the merged config (without seed, weights, work dir) and ``extra``."""
+    kept = {k: v for k, v in cfg_options.items() if k not in _UNHASHED}
+    text = read_config(config, kept).pretty_text + json.dumps(extra or {}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_label(cfg) -> str:
+    """'ViT-B', 'ViT-L', 'ViT-H' from the encoder width (the one table of sizes), else 'ViT <width>-d (toy)'."""
+    model = cfg.get('model', {}) or {}
+    backbone = model.get('backbone') or {}
+    width = backbone.get('embed_dim') or model.get('embed_dim')
+    if width is None and model.get('arch') in ARCHS:
+        width = ARCHS[model['arch']].embed_dim
+    if width is None:
+        return 'ViT'
+    arch = arch_by_width(width)
+    return arch.short if arch else f'ViT {width}-d (toy)'
+
+
+def effective_recipe(config: str, cfg_options: dict[str, Any], world_size: int, seed: int) -> dict[str, Any]:
+    """What a training run is set to do: batch, accumulation, length, precision, config hash, versions.
+
+    ``lr`` stays None here: :func:`trained_lr` reads the one the built optimizer had from the run's
+    checkpoint (a constructor may derive it from a base lr and the effective batch).
+    """
+    import torch
+
+    cfg = read_config(config, cfg_options)
+    loader = cfg.get('train_dataloader') or {}
+    batch = loader.get('batch_size')
+    ow = cfg.get('optim_wrapper') or {}
+    accum = ow.get('accumulative_counts', 1)
+    loop = cfg.get('train_cfg') or {}
+    precision = 'fp32'
+    if 'Amp' in str(ow.get('type', '')):  # AmpOptimWrapper and its subclasses
+        precision = str(ow.get('dtype') or 'float16').replace('torch.', '')
+        if not torch.cuda.is_available():
+            precision += ' requested; CPU fallback: ' + (
+                'bf16 autocast' if 'bfloat16' in precision else 'fp32'
+            )
+    return dict(
+        config=config,
+        cfg_options=cfg_options,
+        world_size=world_size,
+        per_gpu_batch=batch,
+        accumulative_counts=accum,
+        effective_batch=batch * accum * world_size if batch else None,
+        lr=None,
+        iterations=loop.get('max_iters'),
+        epochs=loop.get('max_epochs'),
+        precision=precision,
+        seed=seed,
+        config_hash=config_hash(config, cfg_options),
+        model=model_label(cfg),
+        git_commit=git_commit(),
+        versions=versions(),
+    )
+
+
+def trained_lr(checkpoint: str | os.PathLike) -> float | None:
+    """The base lr of the optimizer a run really built, read from its checkpoint.
+
+    mmengine's schedulers store each group's starting lr as ``initial_lr``; layer-wise decay groups carry
+    ``lr_scale``, so ``initial_lr / lr_scale`` is the base lr in every group.
+    """
+    from ..checkpoint import load_file
+
+    state = load_file(checkpoint)
+    groups = (state.get('optimizer') or {}).get('param_groups') if isinstance(state, dict) else None
+    if not groups:
+        return None
+    return max(g.get('initial_lr', g['lr']) / g.get('lr_scale', 1.0) for g in groups)

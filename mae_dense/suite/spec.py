@@ -1,0 +1,347 @@
+"""Pipeline configs: read one, check every key and file before anything runs, normalise it to one shape.
+
+A pipeline config (YAML, or Python defining ``pipeline = dict(...)``)::
+
+    work_dir: work_dirs/my_suite
+    results_dir: results            # leaderboard.md/.json/.html, figures and results.sqlite
+    # db: /shared/mae-dense.sqlite  # the results store (default: <results_dir>/results.sqlite)
+    seeds: [0, 1, 2]                # every task runs once per seed; the report shows mean ± std
+    gpus: 8                         # GPUs per pretraining / fine-tuning cell (probes take one)
+    launcher: local                 # or slurm: every cell through srun (see ``slurm:``)
+    backbones:
+      - {name: mae-800ep, pretrain: {config: configs/pretrain/mae_vit-base-p16_8xb512-amp-coslr-800e_in1k.py}}
+      - {name: official, checkpoint: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth}
+      - {name: scratch, random: true}
+    ade20k: {config: configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py, ms_flip: true}
+    coco: {config: configs/coco/mask-rcnn_vit-b-mae_lsj-100e_coco.py}
+    probe: {config: <an ADE20K linear-probe config>, mode: fast}
+    report: {title: my backbones}
+
+A single-backbone config may keep the older form: ``pretrain:`` at the top level (a ``config`` to train or a
+``checkpoint`` to take) is one backbone; with neither, the task configs' own ``pretrained`` is used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import is_url
+from ..errors import PipelineError
+
+TASKS = ('ade20k', 'coco', 'probe')
+LAUNCHERS = ('local', 'slurm')
+PROBE_MODES = ('fast', 'augmented')
+_TOP_KEYS = (
+    'work_dir',
+    'results_dir',
+    'db',
+    'seeds',
+    'gpus',
+    'launcher',
+    'slurm',
+    'backbones',
+    'pretrain',
+    'qualitative',
+    'report',
+    *TASKS,
+)
+_BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random')
+_PRETRAIN_KEYS = ('config', 'cfg_options', 'gpus')
+_TASK_KEYS = {
+    'ade20k': ('config', 'cfg_options', 'gpus', 'ms_flip'),
+    'coco': ('config', 'cfg_options', 'gpus'),
+    # module: the probe command's module (default mae_dense.cli.probe), e.g. a site's own variant
+    'probe': ('config', 'cfg_options', 'mode', 'module'),
+}
+_SLURM_KEYS = ('partition', 'job_name', 'gpus_per_node', 'cpus_per_task', 'srun_args')
+_QUALITATIVE_KEYS = ('images',)
+_REPORT_KEYS = ('title',)
+_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
+PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """An MAE pretraining stage whose last checkpoint becomes a backbone."""
+
+    config: str
+    cfg_options: dict[str, Any]
+    gpus: int
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One row of the leaderboard: where its encoder weights come from.
+
+    ``kind`` is ``'checkpoint'`` (a file or URL in any layout the loader knows), ``'pretrain'`` (trained
+    here first), ``'random'`` (from scratch) or ``'config'`` (the task configs' own ``pretrained``: the
+    older single-backbone form without ``pretrain:``).
+    """
+
+    name: str
+    kind: str
+    checkpoint: str | None = None
+    pretrain: PretrainSpec | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One column group of the leaderboard: a fine-tuning or probe config run for every backbone and seed."""
+
+    name: str
+    config: str
+    cfg_options: dict[str, Any]
+    gpus: int
+    ms_flip: bool = False  # ade20k: also the ms+flip protocol
+    mode: str | None = None  # probe: 'fast' or 'augmented'
+    module: str | None = None  # probe: the module run as ``python -m MODULE``
+
+
+@dataclass
+class SuiteSpec:
+    """A checked pipeline config."""
+
+    source: str
+    work_dir: Path
+    results_dir: Path
+    db: Path
+    seeds: list[int]
+    gpus: int
+    launcher: str
+    slurm: dict[str, Any]
+    backbones: list[BackboneSpec]
+    tasks: list[TaskSpec]
+    qualitative_images: int = 3
+    title: str = 'mae-dense leaderboard'
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The raw mapping of a pipeline config (.yaml/.yml, or .py defining ``pipeline``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f'{path}: pipeline config not found')
+    if path.suffix in ('.yaml', '.yml'):
+        import yaml
+
+        try:
+            cfg = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise PipelineError(f'{path}: not valid YAML ({str(exc).splitlines()[0]})') from None
+    elif path.suffix == '.py':
+        from mmengine.config import Config
+
+        cfg = Config.fromfile(str(path)).get('pipeline')
+        cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg
+    else:
+        raise PipelineError(f'{path}: expected a .yaml/.yml or .py pipeline config')
+    if not isinstance(cfg, dict):
+        raise PipelineError(f'{path}: expected a mapping with backbones and tasks {", ".join(TASKS)}')
+    return cfg
+
+
+def check_keys(where: str, mapping: Mapping, allowed: Iterable[str]) -> None:
+    """Refuse a key outside ``allowed`` with one line naming the closest valid key."""
+    allowed = list(allowed)
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ''
+            raise PipelineError(f"{where}: unknown key '{key}'{hint} (valid keys: {', '.join(allowed)})")
+
+
+def resolve_config(path: Any, where: str) -> str:
+    """An OpenMMLab config path as an absolute path; ``configs/...`` also finds the configs shipped inside
+    the package, so a pipeline names them the same way from any directory."""
+    if not isinstance(path, str) or not path:
+        raise PipelineError(f'{where}: config must be a path, got {path!r}')
+    p = Path(path).expanduser()
+    if p.is_file():
+        return str(p.resolve())
+    shipped = PACKAGE_CONFIGS / (p.relative_to('configs') if p.parts[:1] == ('configs',) else p)
+    if not p.is_absolute() and shipped.is_file():
+        return str(shipped)
+    raise PipelineError(f'{where}: config {path}: file not found')
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PipelineError(f'{where}: expected a mapping, got {type(value).__name__} {value!r}')
+    return dict(value)
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PipelineError(f'{where}: expected a positive integer, got {value!r}')
+    return value
+
+
+def _pretrain(raw: Any, where: str, gpus: int) -> PretrainSpec:
+    raw = _mapping(raw, where)
+    check_keys(where, raw, _PRETRAIN_KEYS)
+    if 'config' not in raw:
+        raise PipelineError(f'{where}: needs a config (the pretraining config to train)')
+    return PretrainSpec(
+        config=resolve_config(raw['config'], where),
+        cfg_options=_mapping(raw.get('cfg_options'), f'{where}.cfg_options'),
+        gpus=_positive_int(raw.get('gpus', gpus), f'{where}.gpus'),
+    )
+
+
+def _checkpoint(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise PipelineError(f'{where}: checkpoint must be a path or URL, got {value!r}')
+    if not is_url(value) and not Path(value).expanduser().is_file():
+        raise PipelineError(f'{where}: checkpoint {value}: file not found')
+    return value if is_url(value) else str(Path(value).expanduser().resolve())
+
+
+def _backbones(cfg: dict, src: str, gpus: int) -> list[BackboneSpec]:
+    if 'backbones' in cfg and 'pretrain' in cfg:
+        raise PipelineError(f'{src}: give either backbones (a list) or pretrain (one backbone), not both')
+    if 'pretrain' in cfg:  # the single-backbone form
+        raw = _mapping(cfg['pretrain'], f'{src}: pretrain')
+        if 'checkpoint' in raw and 'config' not in raw:
+            check_keys(f'{src}: pretrain', raw, ('checkpoint',))
+            ckpt = _checkpoint(raw['checkpoint'], f'{src}: pretrain')
+            return [BackboneSpec(name=_stem(raw['checkpoint']), kind='checkpoint', checkpoint=ckpt)]
+        spec = _pretrain(raw, f'{src}: pretrain', gpus)
+        return [BackboneSpec(name=_stem(raw['config']), kind='pretrain', pretrain=spec)]
+    if 'backbones' not in cfg:
+        return [BackboneSpec(name='config-default', kind='config')]
+    entries = cfg['backbones']
+    if not isinstance(entries, list) or not entries:
+        raise PipelineError(
+            f'{src}: backbones must be a non-empty list of {{name, checkpoint|pretrain|random}}'
+        )
+    out: list[BackboneSpec] = []
+    for i, raw in enumerate(entries):
+        where = f'{src}: backbones[{i}]'
+        raw = _mapping(raw, where)
+        check_keys(where, raw, _BACKBONE_KEYS)
+        name = raw.get('name')
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise PipelineError(f'{where}: name must be letters, digits and ._+- (no spaces), got {name!r}')
+        if any(b.name == name for b in out):
+            raise PipelineError(f'{where}: name {name!r} is used twice')
+        where = f'{src}: backbones[{i}] ({name})'
+        given = [k for k in ('checkpoint', 'pretrain', 'random') if raw.get(k) not in (None, False)]
+        if len(given) != 1:
+            raise PipelineError(
+                f'{where}: needs exactly one of checkpoint (path or URL), pretrain (a stage), random: true; '
+                f'got {given or "none"}'
+            )
+        if given == ['random']:
+            if raw['random'] is not True:
+                raise PipelineError(f'{where}: random must be true, got {raw["random"]!r}')
+            out.append(BackboneSpec(name=name, kind='random'))
+        elif given == ['checkpoint']:
+            out.append(
+                BackboneSpec(name=name, kind='checkpoint', checkpoint=_checkpoint(raw['checkpoint'], where))
+            )
+        else:
+            out.append(
+                BackboneSpec(
+                    name=name, kind='pretrain', pretrain=_pretrain(raw['pretrain'], f'{where}.pretrain', gpus)
+                )
+            )
+    return out
+
+
+def _stem(path: str) -> str:
+    """A backbone name from a file name (the single-backbone form has no ``name``)."""
+    stem = Path(str(path).split('?')[0]).stem
+    return re.sub(r'[^A-Za-z0-9._+-]+', '_', stem) or 'backbone'
+
+
+def _task(name: str, raw: Any, src: str, gpus: int) -> TaskSpec:
+    where = f'{src}: {name}'
+    raw = _mapping(raw, where)
+    check_keys(where, raw, _TASK_KEYS[name])
+    if 'config' not in raw:
+        raise PipelineError(f'{where} needs a config')
+    mode = raw.get('mode', 'fast') if name == 'probe' else None
+    if name == 'probe' and mode not in PROBE_MODES:
+        raise PipelineError(f'{where}.mode: expected one of {", ".join(PROBE_MODES)}, got {mode!r}')
+    module = raw.get('module', 'mae_dense.cli.probe') if name == 'probe' else None
+    if module is not None and not re.match(r'^[A-Za-z_][\w.]*$', str(module)):
+        raise PipelineError(f'{where}.module: expected a Python module name, got {module!r}')
+    return TaskSpec(
+        name=name,
+        config=resolve_config(raw['config'], where),
+        cfg_options=_mapping(raw.get('cfg_options'), f'{where}.cfg_options'),
+        # a frozen-backbone probe fits one GPU; fine-tuning follows the config's `gpus`
+        gpus=1 if name == 'probe' else _positive_int(raw.get('gpus', gpus), f'{where}.gpus'),
+        ms_flip=bool(raw.get('ms_flip', True)) if name == 'ade20k' else False,
+        mode=mode,
+        module=module,
+    )
+
+
+def parse_spec(cfg: dict, source: str) -> SuiteSpec:
+    """Check a raw pipeline mapping and normalise it; every error is one line naming the key."""
+    check_keys(source, cfg, _TOP_KEYS)
+    gpus = _positive_int(cfg.get('gpus', 1), f'{source}: gpus')
+    seeds = cfg.get('seeds', [0])
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise PipelineError(f'{source}: seeds must be a list of distinct integers, got {seeds!r}')
+    launcher = cfg.get('launcher', 'local')
+    if launcher not in LAUNCHERS:
+        raise PipelineError(f'{source}: launcher must be one of {", ".join(LAUNCHERS)}, got {launcher!r}')
+    slurm = _mapping(cfg.get('slurm'), f'{source}: slurm')
+    check_keys(f'{source}: slurm', slurm, _SLURM_KEYS)
+    if launcher == 'slurm' and not (slurm.get('partition') or os.environ.get('PARTITION')):
+        raise PipelineError(
+            f'{source}: launcher slurm needs slurm.partition (or PARTITION in the environment)'
+        )
+    qualitative = cfg.get('qualitative', {})
+    if qualitative is False:
+        images = 0
+    else:
+        qualitative = _mapping(qualitative, f'{source}: qualitative')
+        check_keys(f'{source}: qualitative', qualitative, _QUALITATIVE_KEYS)
+        images = qualitative.get('images', 3)
+        if isinstance(images, bool) or not isinstance(images, int) or images < 0:
+            raise PipelineError(f'{source}: qualitative.images must be an integer >= 0, got {images!r}')
+    report = _mapping(cfg.get('report'), f'{source}: report')
+    check_keys(f'{source}: report', report, _REPORT_KEYS)
+    tasks = [_task(name, cfg[name], source, gpus) for name in TASKS if cfg.get(name) is not None]
+    backbones = _backbones(cfg, source, gpus)
+    if not tasks and not any(b.kind == 'pretrain' for b in backbones):
+        raise PipelineError(f'{source}: nothing to run: give at least one task ({", ".join(TASKS)})')
+    work_dir = Path(cfg.get('work_dir') or f'work_dirs/{Path(source).stem}')
+    results_dir = Path(cfg.get('results_dir') or 'results')
+    return SuiteSpec(
+        source=source,
+        work_dir=work_dir,
+        results_dir=results_dir,
+        db=Path(cfg['db']) if cfg.get('db') else results_dir / 'results.sqlite',
+        seeds=list(seeds),
+        gpus=gpus,
+        launcher=launcher,
+        slurm=slurm,
+        backbones=backbones,
+        tasks=tasks,
+        qualitative_images=images,
+        title=str(report.get('title', 'mae-dense leaderboard')),
+    )
+
+
+def load_spec(path: str | os.PathLike, **overrides: Any) -> SuiteSpec:
+    """Read, override (``work_dir``, ``results_dir``, ``db`` from the command line) and check a config."""
+    cfg = read_config_file(path)
+    cfg.update({k: str(v) for k, v in overrides.items() if v is not None})
+    return parse_spec(cfg, str(path))

@@ -1,0 +1,167 @@
+"""Pipeline configs: many backbones, the single-backbone form, and one-line errors before anything runs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mae_dense.cli.pipeline import main as pipeline_main
+from mae_dense.errors import PipelineError
+from mae_dense.suite.spec import PACKAGE_CONFIGS, load_spec, parse_spec
+
+ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
+PRETRAIN = 'configs/demo/mae_vit-tiny-p16_synthetic.py'
+
+
+def _write(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / 'p.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _error(cfg: dict, tmp_path: Path) -> str:
+    with pytest.raises(PipelineError) as exc:
+        load_spec(_write(tmp_path, cfg))
+    message = str(exc.value)
+    assert '\n' not in message
+    return message
+
+
+def test_backbones_list_every_kind(tmp_path):
+    ckpt = tmp_path / 'w.pth'
+    ckpt.write_bytes(b'x')
+    spec = parse_spec(
+        dict(
+            backbones=[
+                dict(name='mine', pretrain=dict(config=PRETRAIN, cfg_options={'train_cfg.max_epochs': 1})),
+                dict(name='official', checkpoint=str(ckpt)),
+                dict(name='url', checkpoint='https://example.org/mae_pretrain_vit_base.pth'),
+                dict(name='scratch', random=True),
+            ],
+            ade20k=dict(config=ADE),
+            seeds=[0, 1],
+            gpus=2,
+        ),
+        'p.yaml',
+    )
+    assert [(b.name, b.kind) for b in spec.backbones] == [
+        ('mine', 'pretrain'),
+        ('official', 'checkpoint'),
+        ('url', 'checkpoint'),
+        ('scratch', 'random'),
+    ]
+    assert spec.backbones[0].pretrain.gpus == 2 and spec.backbones[0].pretrain.cfg_options == {
+        'train_cfg.max_epochs': 1
+    }
+    assert spec.backbones[1].checkpoint == str(ckpt.resolve())
+    assert spec.tasks[0].name == 'ade20k' and spec.tasks[0].gpus == 2 and spec.tasks[0].ms_flip
+    assert spec.db == Path('results/results.sqlite') and spec.seeds == [0, 1]
+
+
+def test_single_backbone_forms_keep_working(tmp_path):
+    trained = parse_spec(dict(pretrain=dict(config=PRETRAIN), ade20k=dict(config=ADE)), 'p.yaml')
+    assert [(b.name, b.kind) for b in trained.backbones] == [('mae_vit-tiny-p16_synthetic', 'pretrain')]
+    ckpt = tmp_path / 'mae_pretrain_vit_base.pth'
+    ckpt.write_bytes(b'x')
+    taken = parse_spec(dict(pretrain=dict(checkpoint=str(ckpt)), ade20k=dict(config=ADE)), 'p.yaml')
+    assert [(b.name, b.kind, b.checkpoint) for b in taken.backbones] == [
+        ('mae_pretrain_vit_base', 'checkpoint', str(ckpt.resolve()))
+    ]
+    default = parse_spec(dict(ade20k=dict(config=ADE), db='store.sqlite'), 'p.yaml')
+    assert [b.kind for b in default.backbones] == ['config'] and default.db == Path('store.sqlite')
+
+
+def test_shipped_configs_found_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec(dict(ade20k=dict(config=ADE)), 'p.yaml')
+    assert spec.tasks[0].config == str(PACKAGE_CONFIGS / 'demo/upernet_vit-tiny_synthetic_ade20k.py')
+
+
+@pytest.mark.parametrize(
+    ('cfg', 'expected'),
+    [
+        ({'ade20kk': {'config': ADE}}, "p.yaml: unknown key 'ade20kk'; did you mean 'ade20k'?"),
+        ({'backbone': [], 'ade20k': {'config': ADE}}, "unknown key 'backbone'; did you mean 'backbones'?"),
+        (
+            {'backbones': [{'name': 'a', 'chekpoint': 'x.pth'}], 'ade20k': {'config': ADE}},
+            "p.yaml: backbones[0]: unknown key 'chekpoint'; did you mean 'checkpoint'?",
+        ),
+        (
+            {'ade20k': {'config': ADE, 'cfg_option': {}}},
+            "p.yaml: ade20k: unknown key 'cfg_option'; did you mean 'cfg_options'?",
+        ),
+        (
+            {'ade20k': {'config': ADE}, 'probe': {'config': ADE, 'mode': 'fastest'}},
+            'probe.mode: expected one of fast, augmented',
+        ),
+        (
+            {'backbones': [{'name': 'a', 'random': True, 'checkpoint': 'x.pth'}], 'ade20k': {'config': ADE}},
+            'backbones[0] (a): needs exactly one of checkpoint',
+        ),
+        (
+            {
+                'backbones': [{'name': 'a', 'random': True}, {'name': 'a', 'random': True}],
+                'ade20k': {'config': ADE},
+            },
+            "backbones[1]: name 'a' is used twice",
+        ),
+        ({'ade20k': {}}, 'p.yaml: ade20k needs a config'),
+        ({'ade20k': {'config': 'nope.py'}}, 'p.yaml: ade20k: config nope.py: file not found'),
+        ({'ade20k': {'config': ADE}, 'launcher': 'slurm'}, 'launcher slurm needs slurm.partition'),
+        ({'ade20k': {'config': ADE}, 'seeds': [0, 0]}, 'seeds must be a list of distinct integers'),
+    ],
+)
+def test_bad_pipeline_config_one_line(tmp_path, monkeypatch, cfg, expected):
+    monkeypatch.delenv('PARTITION', raising=False)
+    assert expected in _error(cfg, tmp_path)
+
+
+def test_missing_checkpoint_stops_before_anything_runs(tmp_path, capsys):
+    work = tmp_path / 'work'
+    cfg = dict(
+        work_dir=str(work),
+        backbones=[
+            dict(name='scratch', random=True),
+            dict(name='official', checkpoint=str(tmp_path / 'gone.pth')),
+        ],
+        ade20k=dict(config=ADE),
+    )
+    rc = pipeline_main([str(_write(tmp_path, cfg)), '--results-dir', str(tmp_path / 'results')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err == [
+        f'error: {tmp_path}/p.yaml: backbones[1] (official): checkpoint {tmp_path}/gone.pth: file not found'
+    ]
+    assert not work.exists() and not (tmp_path / 'results').exists()  # checked before anything ran
+
+
+def test_git_commit_is_unknown_outside_its_checkout(tmp_path, monkeypatch):
+    from mae_dense.suite import recipe
+
+    assert len(recipe.git_commit()) == 40  # this checkout
+    monkeypatch.setattr(recipe, 'PACKAGE_DIR', tmp_path / 'site-packages' / 'mae_dense')
+    recipe.PACKAGE_DIR.mkdir(parents=True)
+    assert recipe.git_commit() == 'unknown'  # an installed package, no repository around it
+    git = ['git', '-C', str(tmp_path), '-c', 'user.name=t', '-c', 'user.email=t@t']
+    subprocess.run([*git, 'init', '-q'], check=True)
+    subprocess.run([*git, 'commit', '-q', '--allow-empty', '-m', 'other project'], check=True)
+    assert recipe.git_commit() == 'unknown'  # a virtualenv inside some other repository is not its commit
+
+
+@pytest.mark.parametrize(
+    'config',
+    [
+        'ade20k/upernet_mae-large_fp16_512x512_160k_ade20k_ms.py',  # children inherit the bases' backends
+        'coco/mask-rcnn_vit-l-mae_lsj-100e_coco.py',
+        'pretrain/mae_vit-base-p16_8xb512-amp-coslr-800e_in1k.py',
+    ],
+)
+def test_full_configs_write_tensorboard_beside_the_json_logs(config):
+    from mae_dense.suite.recipe import read_config
+
+    cfg = read_config(str(PACKAGE_CONFIGS / config))
+    assert [b['type'] for b in cfg.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
+    if config.startswith('coco/'):  # validation metrics at their iteration, not at epoch 0
+        assert cfg.default_hooks.logger.log_metric_by_epoch is False
