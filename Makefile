@@ -47,7 +47,8 @@ data/demo/.done: | setup
 demo-data: data/demo/.done
 
 # The whole suite at toy scale: two backbones (a tiny MAE pretrained here, random init) x UperNet ADE20K
-# (ss + ms+flip) and Mask R-CNN COCO -> results store -> leaderboard (md, json, html, figures).
+# (ss + ms+flip), the frozen linear probe and Mask R-CNN COCO -> results store -> leaderboard (md, json,
+# html, figures).
 demo: setup demo-data
 	$(PY) -m mae_dense.cli.pipeline configs/pipelines/demo.yaml
 	@echo; sed -n '/^## Leaderboard/,/^## Published/p' results/leaderboard.md
