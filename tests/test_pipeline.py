@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 COCO = 'configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py'
+PROBE = 'configs/demo/linear-probe_vit-tiny_synthetic_ade20k.py'
 SHORT = {'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2, 'default_hooks.checkpoint.interval': 2}
 
 
@@ -219,8 +220,9 @@ def _tiny_mae_checkpoints(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path, fake_probe):
-    """The suite's acceptance run: a value for every backbone x task, in leaderboard.json and the store."""
+def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path):
+    """The suite's acceptance run: a value for every backbone x task, in leaderboard.json and the store
+    (the real linear probe, fast mode, on the demo's probe config)."""
     from mae_dense.data import generate_synthetic_ade20k, generate_synthetic_coco
 
     ade = generate_synthetic_ade20k(tmp_path / 'ADEChallengeData2016', num_train=4, num_val=2, seed=3)
@@ -240,7 +242,16 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path, fake_prob
         ],
         ade20k=dict(config=ADE, ms_flip=False, cfg_options={**ade_data, **SHORT}),
         coco=dict(config=COCO, cfg_options={**coco_data, **SHORT, 'model.test_cfg.rcnn.score_thr': 0.0}),
-        probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+        probe=dict(
+            config=PROBE,
+            mode='fast',
+            cfg_options={
+                'train_dataloader.dataset.crops.dataset.data_root': str(ade),
+                'test_dataloader.dataset.data_root': str(ade),
+                'probe_cache_root': str(tmp_path / 'probe_cache'),
+                'train_cfg.max_iters': 2,
+            },
+        ),
         qualitative=dict(images=1),
     )
     path = _yaml(tmp_path / 'p.yaml', cfg)

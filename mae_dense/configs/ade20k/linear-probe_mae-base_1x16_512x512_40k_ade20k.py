@@ -19,8 +19,6 @@
 #   * test: short side 512, sliding windows 512 with stride 341, single scale, no flip.
 # Where this deviates, and why:
 #   * batch 16 on ONE GPU (DINOv2: 8 x 2): a probe takes one GPU; the same effective batch and lr;
-#   * schedule spelled as mmseg 1.x does (LinearLR to 1500, then PolyLR from the full lr): mmcv 0.x's poly
-#     warmup multiplied the poly value instead (3.75% lower lr at iteration 1500, equal after);
 #   * MAE patch 16 (32 x 32 tokens at 512) instead of DINOv2's patch 14 with centre padding;
 #   * the backbone runs under fp16 autocast on CUDA (the heads train in fp32, as DINOv2's fp16=None).
 #
@@ -92,8 +90,10 @@ optim_wrapper = dict(
     constructor='LinearProbeOptimWrapperConstructor',
 )
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=warmup_iters, end=max_iters, by_epoch=False),
+    # mmcv 0.x's poly x linear warm-up, as DINOv2's config: mmengine multiplies overlapping schedulers and
+    # reaches a scheduler's end value at iteration `end - 1`, hence the + 1
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters + 1),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=max_iters + 1, by_epoch=False),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
@@ -154,8 +154,8 @@ fast_mode = dict(
         ),
     ),
     param_scheduler=[
-        dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=fast_warmup_iters),
-        dict(type='PolyLR', eta_min=0.0, power=1.0, begin=fast_warmup_iters, end=fast_iters, by_epoch=False),
+        dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=fast_warmup_iters + 1),
+        dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=fast_iters + 1, by_epoch=False),
     ],
     train_cfg=dict(max_iters=fast_iters, val_interval=fast_iters),
     default_hooks=dict(checkpoint=dict(interval=fast_iters)),

@@ -6,7 +6,7 @@
 _base_ = '../ade20k/linear-probe_mae-base_1x16_512x512_40k_ade20k.py'
 
 data_root = (
-    'data/demo/ade/ADEChallengeData2016'  # written by tools/dataset_converters/make_synthetic_ade20k.py
+    'data/demo/ade/ADEChallengeData2016'  # written by python -m mae_dense.data.synthetic ade20k
 )
 crop_size = (128, 128)
 scale = (99999999, 128)  # the real short side 512 divided by 4
@@ -22,8 +22,8 @@ model = dict(
     test_cfg=dict(crop_size=crop_size, stride=(85, 85)),
 )
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=warmup_iters, end=max_iters, by_epoch=False),
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters + 1),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=max_iters + 1, by_epoch=False),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_iters))
@@ -57,8 +57,8 @@ fast_mode = dict(
         dataset=dict(crops=dict(dataset=dict(data_root=data_root, pipeline=fixed_crop_pipeline))),
     ),
     param_scheduler=[
-        dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters),
-        dict(type='PolyLR', eta_min=0.0, power=1.0, begin=warmup_iters, end=fast_iters, by_epoch=False),
+        dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters + 1),
+        dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=fast_iters + 1, by_epoch=False),
     ],
     train_cfg=dict(max_iters=fast_iters, val_interval=fast_iters),
     default_hooks=dict(checkpoint=dict(interval=fast_iters)),
