@@ -6,13 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from mae_dense.models import MaskedAutoencoder
+from mae_dense.models import MaskedAutoencoder, VisionTransformer
 from mae_dense.suite.launch import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +78,140 @@ def config_with_hooks(directory, config, *hooks: dict, imports: tuple[str, ...] 
         f'custom_hooks = {[*base.get("custom_hooks", []), *hooks]!r}\n'
     )
     return path
+
+
+# ----------------------------------------------------------------- models and batches shared by tests
+def mmseg_mae(img=32, out_indices=(0, 1, 2, 3)):
+    from mmseg.models.backbones import MAE
+
+    model = MAE(
+        img_size=img,
+        patch_size=TINY['patch_size'],
+        embed_dims=TINY['embed_dim'],
+        num_layers=TINY['depth'],
+        num_heads=TINY['num_heads'],
+        mlp_ratio=4,
+        out_indices=list(out_indices),
+        init_values=1.0,
+        norm_cfg=dict(type='LN', eps=1e-6),
+    )
+    model.eval()  # mmseg's BEiT.train() returns None, so no chaining
+    return model
+
+
+def seg_vit(img=32, **kw):
+    return VisionTransformer(
+        mode='seg', img_size=img, out_indices=(0, 1, 2, 3), init_values=1.0, **TINY, **kw
+    ).eval()
+
+
+def timm_vit(img=32):
+    import timm.models.vision_transformer as tv
+
+    return tv.VisionTransformer(
+        img_size=img,
+        patch_size=TINY['patch_size'],
+        embed_dim=TINY['embed_dim'],
+        depth=TINY['depth'],
+        num_heads=TINY['num_heads'],
+        num_classes=0,
+        global_pool='',
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+    ).eval()
+
+
+def seg_batch(n=2, size=32, classes=5):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(n):
+        s = SegDataSample(
+            metainfo=dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))
+        )
+        s.gt_sem_seg = PixelData(data=torch.randint(0, classes, (1, size, size), generator=g))
+        samples.append(s)
+    return dict(
+        inputs=[torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8) for _ in range(n)],
+        data_samples=samples,
+    )
+
+
+def mmseg_segmentor():
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    cfg = dict(
+        type='EncoderDecoder',
+        backbone=dict(
+            type='MAE',
+            img_size=32,
+            patch_size=8,
+            embed_dims=TINY['embed_dim'],
+            num_layers=4,
+            num_heads=4,
+            out_indices=[0, 1, 2, 3],
+            init_values=1.0,
+            norm_cfg=dict(type='LN', eps=1e-6),
+        ),
+        neck=dict(
+            type='Feature2Pyramid',
+            embed_dim=TINY['embed_dim'],
+            rescales=[4, 2, 1, 0.5],
+            norm_cfg=dict(type='BN'),
+        ),
+        decode_head=dict(
+            type='UPerHead',
+            in_channels=[TINY['embed_dim']] * 4,
+            in_index=[0, 1, 2, 3],
+            channels=32,
+            num_classes=5,
+            norm_cfg=dict(type='BN'),
+        ),
+    )
+    return randomize_(MODELS.build(cfg), seed=7)
+
+
+def build_segmentor(crop=32, stride=21, classes=5):
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    import mae_dense.openmmlab.segmentation  # noqa: F401  (MAEDenseEncoderDecoder, MAEDenseViT)
+
+    register_all_modules(init_default_scope=True)  # an earlier Runner may have left another scope
+    from mmengine.config import ConfigDict
+
+    model = MODELS.build(
+        ConfigDict(
+            type='MAEDenseEncoderDecoder',
+            backbone=dict(
+                type='MAEDenseViT',
+                mode='seg',
+                img_size=crop,
+                out_indices=[0, 1, 2, 3],
+                init_values=1.0,
+                **TINY,
+            ),
+            neck=dict(
+                type='Feature2Pyramid', embed_dim=64, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='BN')
+            ),
+            decode_head=dict(
+                type='UPerHead',
+                in_channels=[64] * 4,
+                in_index=[0, 1, 2, 3],
+                channels=32,
+                num_classes=classes,
+                norm_cfg=dict(type='BN'),
+            ),
+            test_cfg=dict(mode='slide', crop_size=(crop, crop), stride=(stride, stride), max_batch=5),
+        )
+    )
+    randomize_(model, seed=3)
+    for m in model.modules():  # sane BN statistics for eval
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.fill_(1.0)
+            m.running_mean.zero_()
+    model.eval()
+    return model

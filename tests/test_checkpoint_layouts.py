@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, randomize_
-from test_vit import mmseg_mae, seg_vit, timm_vit
+from helpers import TINY, mmseg_mae, mmseg_segmentor, randomize_, seg_vit, timm_vit
 
 from mae_dense.checkpoint import CheckpointError, convert_file, convert_state_dict, detect, load_backbone
 from mae_dense.models import VisionTransformer
@@ -110,40 +109,9 @@ def test_mmpretrain_layout(tmp_path):
     _close_to(vit, sd, names=('blocks.2.mlp.fc1.weight', 'norm.bias', 'patch_embed.proj.weight'))
 
 
-def _mmseg_segmentor():
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    register_all_modules()
-    cfg = dict(
-        type='EncoderDecoder',
-        backbone=dict(
-            type='MAE',
-            img_size=32,
-            patch_size=8,
-            embed_dims=D,
-            num_layers=4,
-            num_heads=4,
-            out_indices=[0, 1, 2, 3],
-            init_values=1.0,
-            norm_cfg=dict(type='LN', eps=1e-6),
-        ),
-        neck=dict(type='Feature2Pyramid', embed_dim=D, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='BN')),
-        decode_head=dict(
-            type='UPerHead',
-            in_channels=[D] * 4,
-            in_index=[0, 1, 2, 3],
-            channels=32,
-            num_classes=5,
-            norm_cfg=dict(type='BN'),
-        ),
-    )
-    return randomize_(MODELS.build(cfg), seed=7)
-
-
 @pytest.mark.parametrize('version', ['0.x', '1.x'])
 def test_mmseg_segmentor_checkpoint(tmp_path, version):
-    model = _mmseg_segmentor()
+    model = mmseg_segmentor()
     sd = model.state_dict()
     if version == '0.x':
         ckpt = {

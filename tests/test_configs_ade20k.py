@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_foundation import _seg_batch
+from helpers import seg_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs' / 'ade20k').glob('upernet_*.py'))  # the probes: test_probe.py
@@ -154,7 +154,7 @@ def test_builds_and_runs_one_train_step(path):
     model.init_weights()
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     before = model.backbone.blocks[0].attn.qkv.weight.detach().clone()
-    log = model.train_step(_seg_batch(n=2, size=64, classes=150), wrapper)
+    log = model.train_step(seg_batch(n=2, size=64, classes=150), wrapper)
     assert torch.isfinite(sum(v for k, v in log.items() if 'loss' in k))
     assert not torch.equal(before, model.backbone.blocks[0].attn.qkv.weight)
     # one AdamW step on a decayed layer: |update| <= lr * scale (+ wd term), so the layer decay is live

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import seg_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,24 +120,6 @@ def test_mmengine_loading_goes_through_the_policy(tmp_path):
         load_checkpoint(torch.nn.Linear(2, 2), str(tmp_path / 'evil.pth'))
 
 
-def _seg_batch(n=2, size=32, classes=5):
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-
-    g = torch.Generator().manual_seed(0)
-    samples = []
-    for _ in range(n):
-        s = SegDataSample(
-            metainfo=dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))
-        )
-        s.gt_sem_seg = PixelData(data=torch.randint(0, classes, (1, size, size), generator=g))
-        samples.append(s)
-    return dict(
-        inputs=[torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8) for _ in range(n)],
-        data_samples=samples,
-    )
-
-
 @pytest.mark.parametrize('dtype', [None, 'bfloat16'])
 def test_amp_and_syncbn_config_runs_one_step_on_cpu(dtype):
     from mmengine.optim import build_optim_wrapper
@@ -195,7 +178,7 @@ def test_amp_and_syncbn_config_runs_one_step_on_cpu(dtype):
     )
     assert wrapper.cpu_fallback and wrapper.cast_dtype == (torch.bfloat16 if dtype else None)
     before = model.backbone.blocks[0].attn.qkv.weight.detach().clone()
-    log = model.train_step(_seg_batch(), wrapper)
+    log = model.train_step(seg_batch(), wrapper)
     assert torch.isfinite(log['loss']) if 'loss' in log else all(torch.isfinite(v) for v in log.values())
     assert not torch.equal(before, model.backbone.blocks[0].attn.qkv.weight)
     state = wrapper.state_dict()

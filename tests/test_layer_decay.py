@@ -57,14 +57,13 @@ def _groups_by_name(model, groups):
 
 
 def test_mmseg_policy_equals_mmseg_constructor():
+    from helpers import build_segmentor, mmseg_segmentor
     from mmengine.optim import build_optim_wrapper
-    from test_checkpoint_layouts import _mmseg_segmentor
-    from test_segmentation import build_segmentor
 
     import mae_dense.openmmlab  # noqa: F401
     import mae_dense.openmmlab.segmentation  # noqa: F401
 
-    ref_model = _mmseg_segmentor()
+    ref_model = mmseg_segmentor()
     optim = dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
     ref = build_optim_wrapper(
         ref_model,

@@ -300,11 +300,11 @@ def test_probe_configs_state_dinov2_linear_protocol(path):
 
 
 def test_probe_config_builds_and_trains_one_step_at_reduced_size():
+    from helpers import seg_batch
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
-    from test_foundation import _seg_batch
 
     register_all_modules(init_default_scope=True)
     cfg = Config.fromfile(
@@ -317,7 +317,7 @@ def test_probe_config_builds_and_trains_one_step_at_reduced_size():
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     head = model.decode_head.probe.heads[0].conv.weight.detach().clone()
-    log = model.train_step(_seg_batch(n=2, size=64, classes=150), wrapper)
+    log = model.train_step(seg_batch(n=2, size=64, classes=150), wrapper)
     assert torch.isfinite(log['loss']) and not torch.equal(head, model.decode_head.probe.heads[0].conv.weight)
     assert all(torch.equal(frozen[k], v) for k, v in model.backbone.state_dict().items())
 

@@ -5,52 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY, randomize_
+from helpers import build_segmentor
 
 import mae_dense.openmmlab  # noqa: F401
 import mae_dense.openmmlab.segmentation  # noqa: F401
 from mae_dense.models.dense_inference import ms_resize_shape, window_boxes
-
-
-def build_segmentor(crop=32, stride=21, classes=5):
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    register_all_modules(init_default_scope=True)  # an earlier Runner may have left another scope
-    from mmengine.config import ConfigDict
-
-    model = MODELS.build(
-        ConfigDict(
-            type='MAEDenseEncoderDecoder',
-            backbone=dict(
-                type='MAEDenseViT',
-                mode='seg',
-                img_size=crop,
-                out_indices=[0, 1, 2, 3],
-                init_values=1.0,
-                **TINY,
-            ),
-            neck=dict(
-                type='Feature2Pyramid', embed_dim=64, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='BN')
-            ),
-            decode_head=dict(
-                type='UPerHead',
-                in_channels=[64] * 4,
-                in_index=[0, 1, 2, 3],
-                channels=32,
-                num_classes=classes,
-                norm_cfg=dict(type='BN'),
-            ),
-            test_cfg=dict(mode='slide', crop_size=(crop, crop), stride=(stride, stride), max_batch=5),
-        )
-    )
-    randomize_(model, seed=3)
-    for m in model.modules():  # sane BN statistics for eval
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_var.fill_(1.0)
-            m.running_mean.zero_()
-    model.eval()
-    return model
 
 
 def test_window_boxes_cover_like_mmseg():
@@ -140,11 +99,11 @@ def test_ms_flip_equals_explicit_loop_over_scales_and_flips():
 @pytest.mark.parametrize('version', ['0.x', '1.x'])
 def test_released_mmseg_checkpoint_gives_mmseg_logits(tmp_path, version):
     """A released mmseg UperNet-MAE file (random weights here) loads into our config; logits equal mmseg's."""
-    from test_checkpoint_layouts import _mmseg_segmentor
+    from helpers import mmseg_segmentor
 
     from mae_dense.checkpoint import load_model
 
-    ref = _mmseg_segmentor()  # mmseg's own EncoderDecoder + MAE backbone + Feature2Pyramid + UPerHead
+    ref = mmseg_segmentor()  # mmseg's own EncoderDecoder + MAE backbone + Feature2Pyramid + UPerHead
     for m in ref.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_var.fill_(1.0)

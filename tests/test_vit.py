@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
-from helpers import TINY, randomize_, requires_inductor
+from helpers import TINY, mmseg_mae, randomize_, requires_inductor, seg_vit, timm_vit
 
 from mae_dense.checkpoint import load_backbone
 from mae_dense.models import VisionTransformer
-
-
-def mmseg_mae(img=32, out_indices=(0, 1, 2, 3)):
-    from mmseg.models.backbones import MAE
-
-    model = MAE(
-        img_size=img,
-        patch_size=TINY['patch_size'],
-        embed_dims=TINY['embed_dim'],
-        num_layers=TINY['depth'],
-        num_heads=TINY['num_heads'],
-        mlp_ratio=4,
-        out_indices=list(out_indices),
-        init_values=1.0,
-        norm_cfg=dict(type='LN', eps=1e-6),
-    )
-    model.eval()  # mmseg's BEiT.train() returns None, so no chaining
-    return model
-
-
-def seg_vit(img=32, **kw):
-    return VisionTransformer(
-        mode='seg', img_size=img, out_indices=(0, 1, 2, 3), init_values=1.0, **TINY, **kw
-    ).eval()
 
 
 @pytest.mark.parametrize('attn_impl', ['sdpa', 'eager'])
@@ -48,21 +22,6 @@ def test_seg_mode_equals_mmseg_mae_on_every_out_index(attn_impl):
     assert len(expect) == len(got) == 4
     for e, g in zip(expect, got):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
-
-
-def timm_vit(img=32):
-    import timm.models.vision_transformer as tv
-
-    return tv.VisionTransformer(
-        img_size=img,
-        patch_size=TINY['patch_size'],
-        embed_dim=TINY['embed_dim'],
-        depth=TINY['depth'],
-        num_heads=TINY['num_heads'],
-        num_classes=0,
-        global_pool='',
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-    ).eval()
 
 
 def test_mae_mode_equals_timm_vit():

@@ -5,9 +5,7 @@
 # the pretraining demo's (patch 16, 96-d, 4 blocks, 3 heads), so its checkpoint is `pretrained` as is.
 _base_ = '../ade20k/linear-probe_mae-base_1x16_512x512_40k_ade20k.py'
 
-data_root = (
-    'data/demo/ade/ADEChallengeData2016'  # written by python -m mae_dense.data.synthetic ade20k
-)
+data_root = 'data/demo/ade/ADEChallengeData2016'  # written by python -m mae_dense.data.synthetic ade20k
 crop_size = (128, 128)
 scale = (99999999, 128)  # the real short side 512 divided by 4
 embed_dim = 96
