@@ -17,6 +17,7 @@ from helpers import config_with_hooks
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.fileio import get_file_backend
 from mmengine.hooks import Hook
+from mmengine.logging import MessageHub, MMLogger
 from mmengine.registry import HOOKS
 from mmengine.runner import loops as mmengine_loops
 from torch.utils.data import BatchSampler, DataLoader
@@ -27,6 +28,7 @@ from mae_dense.cli.train import main as train_main
 from mae_dense.data import generate_synthetic_image_folder
 from mae_dense.openmmlab.checkpointing import (
     AtomicLocalBackend,
+    CrashSafeCheckpointHook,
     atomic_write,
     checkpoint_problem,
     choose_resume_checkpoint,
@@ -209,6 +211,56 @@ def test_a_failed_save_keeps_the_only_checkpoint(tmp_path, folder, capsys):
     ]
     assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_1.pth']
     assert choose_resume_checkpoint(work) == (str(work / 'epoch_1.pth'), [])
+
+
+class _BestRunner:
+    """What ``CheckpointHook._save_best_checkpoint`` uses of a runner; ``fail`` makes the next save fail."""
+
+    def __init__(self, work: Path) -> None:
+        self.work_dir = str(work)
+        self.epoch = 0
+        self.iter = 0
+        self.message_hub = MessageHub.get_instance('test_best_checkpoint')
+        self.logger = MMLogger.get_instance('test_best_checkpoint')
+        self.fail = False
+
+    def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
+        if self.fail:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        _checkpoint(Path(out_dir) / filename, seed=self.iter)
+
+
+@pytest.mark.parametrize('indicators', [['mIoU'], ['mIoU', 'aAcc']])
+def test_a_failed_best_save_keeps_the_previous_best_checkpoint(tmp_path, indicators):
+    # mmengine removes best_mIoU_iter_100.pth before it writes the new best one; here it must survive
+    hook = CrashSafeCheckpointHook(interval=1000, by_epoch=False, save_best=indicators, rule='greater')
+    runner = _BestRunner(tmp_path)
+    hook.out_dir = str(tmp_path)
+    hook.file_backend = get_file_backend(hook.out_dir)
+    hook.best_ckpt_path_dict = dict.fromkeys(indicators)
+
+    def evaluate(at: int, score: float) -> None:
+        runner.iter = at
+        hook._save_best_checkpoint(runner, dict.fromkeys(indicators, score))
+
+    evaluate(100, 10.0)
+    runner.fail = True
+    with pytest.raises(OSError):
+        evaluate(200, 20.0)
+    for key in indicators:
+        kept = tmp_path / f'best_{key}_iter_100.pth'
+        assert kept.is_file() and checkpoint_problem(kept) is None
+        remembered = hook.best_ckpt_path if len(indicators) == 1 else hook.best_ckpt_path_dict[key]
+        assert remembered == str(kept)
+    runner.fail = False
+    evaluate(300, 30.0)
+    assert sorted(p.name for p in tmp_path.glob('best_*.pth')) == sorted(
+        f'best_{key}_iter_300.pth' for key in indicators
+    )
+    evaluate(400, 5.0)  # not better: nothing written, nothing removed
+    assert sorted(p.name for p in tmp_path.glob('best_*.pth')) == sorted(
+        f'best_{key}_iter_300.pth' for key in indicators
+    )
 
 
 class _Killed(Exception):

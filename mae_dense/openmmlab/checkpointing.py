@@ -9,7 +9,7 @@ Installed by ``import mae_dense.openmmlab`` through mmengine's own extension poi
 * **Safe order.** :class:`CrashSafeCheckpointHook` replaces mmengine's ``CheckpointHook`` under its name:
   it writes the new checkpoint, then ``last_checkpoint`` (atomically), and only then deletes the checkpoint
   that ``max_keep_ckpts`` retires. mmengine 0.10 deletes it *before* saving, so with ``max_keep_ckpts=1`` a
-  kill during the save left no checkpoint at all.
+  kill during the save left no checkpoint at all. The same order holds for the ``save_best`` checkpoint.
 * **Resume skips what cannot be read.** On an automatic resume (``resume=True`` / ``--resume`` without a
   file) the checkpoint that ``last_checkpoint`` names is checked first (zip directory and CRCs, no
   unpickling); if it is truncated or unreadable, the newest older checkpoint of the same run that is
@@ -176,6 +176,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
     * saves are atomic (through :class:`AtomicLocalBackend`), and so is ``last_checkpoint``;
     * the checkpoint retired by ``max_keep_ckpts`` is deleted only after the new one and
       ``last_checkpoint`` are on disk (and the new one is a complete zip), never before;
+    * likewise the previous ``save_best`` checkpoint is deleted only after the new best one is written;
     * an automatic resume skips a truncated or unreadable newest checkpoint (:func:`choose_resume_checkpoint`)
       and says so in one line; with nothing readable left it stops with one line instead of starting over;
     * partial files of an interrupted save are removed when training starts again.
@@ -259,6 +260,35 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 runner, self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(retired))
             )
 
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        # mmengine deletes the previous best checkpoint *before* it writes the new one, so a kill or a full
+        # disk in between left no best checkpoint. Hide the previous ones from it, and delete each only once
+        # the checkpoint that replaces it is written.
+        if not self.save_best:
+            return
+        single = len(self.key_indicators) == 1
+        previous = {None: self.best_ckpt_path} if single else dict(self.best_ckpt_path_dict)
+        for key in previous:
+            self._set_best_path(key, None)
+        saved = False
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+            saved = True
+        finally:
+            for key, old in previous.items():
+                new = self.best_ckpt_path if key is None else self.best_ckpt_path_dict.get(key)
+                if new is None or not saved:  # not improved, or its save failed: the previous one stays
+                    self._set_best_path(key, old)
+                elif old and old != new and is_main_process():
+                    self._retire(runner, old, replaced_by=new)
+                    runner.logger.info(f'The previous best checkpoint {old} is removed')
+
+    def _set_best_path(self, key: str | None, path: str | None) -> None:
+        if key is None:
+            self.best_ckpt_path = path
+        else:
+            self.best_ckpt_path_dict[key] = path
+
     def _warn_if_mid_accumulation(self, runner, step: int) -> None:
         """Gradients accumulated so far in an ``accumulative_counts`` window are not in the checkpoint."""
         wrapper = runner.optim_wrapper
@@ -274,8 +304,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 level=_WARNING,
             )
 
-    def _retire(self, runner, path: str) -> None:
-        new = str(self.last_ckpt)
+    def _retire(self, runner, path: str, replaced_by: str | None = None) -> None:
+        new = str(replaced_by or self.last_ckpt)
         if os.path.isfile(new) and not zipfile.is_zipfile(new):  # cannot happen after an atomic save
             print_log(f'{new} is not a complete checkpoint; keeping {path}', logger='current', level=_WARNING)
             return
