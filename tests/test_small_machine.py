@@ -94,6 +94,25 @@ def test_val_and_test_loaders_take_the_same_overrides(tmp_path):
         assert f'test_dataloader: {change}' in log
 
 
+def test_batch_of_one_under_batchnorm_stops_with_one_line(tmp_path, capsys):
+    # UperNet's 1x1 pyramid pooling gives BatchNorm one value per channel with one image per process
+    root = generate_synthetic_ade20k(tmp_path / 'ADEChallengeData2016', num_train=2, num_val=1, seed=1)
+    data = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
+    argv = [str(ADE_DEMO), '--work-dir', str(tmp_path / 'work'), '--cfg-options', *data]
+    argv += ['train_dataloader.batch_size=1', 'train_dataloader.num_workers=0', 'train_cfg.max_iters=1']
+    capsys.readouterr()
+    assert train_main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        'error: train_dataloader.batch_size=1: decode_head.psp_modules.0.1.bn (BatchNorm2d) gets one value per '
+        'channel in training (input (1, 64, 1, 1)); it needs at least 2 images per process: '
+        'set train_dataloader.batch_size=2 or more'
+    ]
+    # two images per process train as before
+    argv[argv.index('train_dataloader.batch_size=1')] = 'train_dataloader.batch_size=2'
+    assert train_main([*argv, 'train_cfg.val_interval=1']) == 0
+
+
 @pytest.mark.slow
 def test_new_user_dist_train_command_runs_on_cpu(tmp_path, folder):
     # What a new user types to try the ViT-B recipe on a laptop (model shrunk to keep the test short)

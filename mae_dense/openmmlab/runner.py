@@ -13,11 +13,17 @@ each change is logged in one line:
   would give zero iterations per epoch: the batch becomes the samples there are (the MAE lr follows it);
 * a scheduler that begins at or after the end of training (e.g. the cosine phase after a 40-epoch
   warm-up in a 1-epoch run): it would never act, so it is left out (mmengine refuses ``begin >= end``).
+
+One override cannot be fitted: ``train_dataloader.batch_size=1`` on a model whose BatchNorm then sees one
+value per channel (UperNet's 1x1 pyramid pooling; mmseg's reference fails the same way). The run stops
+at the first such layer with one line that names it and the key (:func:`refuse_single_value_batchnorm`),
+not with torch's traceback.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import torch
@@ -28,9 +34,12 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from mmengine.runner.base_loop import BaseLoop
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
-__all__ = ['MAEDenseRunner', 'fit_loader_cfg', 'unwrap_model']
+from ..errors import ConfigError
+
+__all__ = ['MAEDenseRunner', 'fit_loader_cfg', 'refuse_single_value_batchnorm', 'unwrap_model']
 
 _WARNING = 30
 
@@ -59,6 +68,30 @@ def fit_loader_cfg(cfg: dict, accelerator: bool) -> tuple[dict, list[str]]:
         cfg['pin_memory'] = False
         changes.append('pin_memory=True without an accelerator: set to False')
     return cfg, changes
+
+
+def _check_batchnorm_input(name: str, module: _BatchNorm, args: tuple) -> None:
+    x = args[0]
+    if module.training and x.dim() >= 2 and x.numel() == x.shape[1]:
+        raise ConfigError(
+            f'train_dataloader.batch_size={x.shape[0]}: {name} ({type(module).__name__}) gets one value per '
+            f'channel in training (input {tuple(x.shape)}); it needs at least 2 images per process: '
+            'set train_dataloader.batch_size=2 or more'
+        )
+
+
+def refuse_single_value_batchnorm(model: torch.nn.Module) -> int:
+    """Make each BatchNorm of ``model`` that normalises per process stop with one line on one value per
+    channel; returns how many it watches. (A SyncBatchNorm across processes pools their batches: left alone.)
+    """
+    watched = 0
+    for name, module in model.named_modules():
+        if isinstance(module, _BatchNorm) and not (
+            isinstance(module, torch.nn.SyncBatchNorm) and get_world_size() > 1
+        ):
+            module.register_forward_pre_hook(functools.partial(_check_batchnorm_input, name))
+            watched += 1
+    return watched
 
 
 @RUNNERS.register_module(force=True)
@@ -107,6 +140,13 @@ class MAEDenseRunner(Runner):
         )
         cfg = dict(cfg, batch_size=samples, dataset=loader.dataset)  # the built data set, not a new one
         return Runner.build_dataloader(cfg, seed=seed, diff_rank_seed=diff_rank_seed)
+
+    def build_train_loop(self, loop: BaseLoop | dict) -> BaseLoop:
+        """``Runner.build_train_loop``; with one image per process, BatchNorm layers are watched (see above)."""
+        loop = super().build_train_loop(loop)
+        if getattr(loop.dataloader, 'batch_size', None) == 1:
+            refuse_single_value_batchnorm(unwrap_model(self.model))
+        return loop
 
     def build_param_scheduler(self, scheduler: Any) -> Any:
         """``Runner.build_param_scheduler`` without the schedulers that begin after training ends."""
