@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import CheckpointError
+
 # Canonical (timm) fragment <-> OpenMMLab (mmseg/mmpretrain) fragment, within a block and at top level.
 _MM_BLOCK = (
     ('norm1', 'ln1'),
@@ -56,8 +58,6 @@ class Layout:
 
 def unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint: ``state_dict``/``model``/``module`` wrappers, ``module.`` prefix."""
-    from ..errors import CheckpointError
-
     sd = obj
     for _ in range(3):
         if isinstance(sd, Mapping):
@@ -81,8 +81,6 @@ def unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
 
 def detect(sd: Mapping[str, torch.Tensor], where: str) -> Layout:
     """Recognise the layout of a state dict by its keys."""
-    from ..errors import CheckpointError
-
     keys = list(sd)
 
     def has(pattern: str) -> str | None:

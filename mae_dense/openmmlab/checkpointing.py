@@ -20,6 +20,7 @@ Installed by ``import mae_dense.openmmlab`` through mmengine's own extension poi
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import zipfile
@@ -44,7 +45,6 @@ __all__ = [
     'install_atomic_checkpoints',
 ]
 
-_WARNING = 30
 _PARTIAL = re.compile(r'^\..+\.\d+\.partial$')  # what atomic_write leaves behind when killed
 
 
@@ -175,7 +175,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
 
     * saves are atomic (through :class:`AtomicLocalBackend`), and so is ``last_checkpoint``;
     * the checkpoint retired by ``max_keep_ckpts`` is deleted only after the new one and
-      ``last_checkpoint`` are on disk (and the new one is a complete zip), never before;
+      ``last_checkpoint`` are on disk, never before;
     * likewise the previous ``save_best`` checkpoint is deleted only after the new best one is written;
     * an automatic resume skips a truncated or unreadable newest checkpoint (:func:`choose_resume_checkpoint`)
       and says so in one line; with nothing readable left it stops with one line instead of starting over;
@@ -199,7 +199,9 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 f'{runner.work_dir}: no readable checkpoint to resume from (skipped: {listed}); to start '
                 'over, use another --work-dir or --cfg-options resume=False'
             )
-        print_log(f'resume: skipped {listed}; resuming from {chosen}', logger='current', level=_WARNING)
+        print_log(
+            f'resume: skipped {listed}; resuming from {chosen}', logger='current', level=logging.WARNING
+        )
         runner._load_from = chosen  # mmengine resumes from load_from when resume=True
 
     def before_train(self, runner) -> None:
@@ -255,10 +257,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
             return
         self._warn_if_mid_accumulation(runner, step)
         atomic_write(os.path.join(runner.work_dir, 'last_checkpoint'), str(self.last_ckpt).encode())
-        if retired is not None and retired != step:
-            self._retire(
-                runner, self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(retired))
-            )
+        if retired is not None:
+            self._retire(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(retired)))
 
     def _save_best_checkpoint(self, runner, metrics) -> None:
         # mmengine deletes the previous best checkpoint *before* it writes the new one, so a kill or a full
@@ -280,7 +280,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 if new is None or not saved:  # not improved, or its save failed: the previous one stays
                     self._set_best_path(key, old)
                 elif old and old != new and is_main_process():
-                    self._retire(runner, old, replaced_by=new)
+                    self._retire(old)
                     runner.logger.info(f'The previous best checkpoint {old} is removed')
 
     def _set_best_path(self, key: str | None, path: str | None) -> None:
@@ -301,14 +301,10 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 'iterations accumulated, not saved): a resume from it redoes the rest of the window without '
                 'them; a checkpoint interval that is a multiple of accumulative_counts avoids this',
                 logger='current',
-                level=_WARNING,
+                level=logging.WARNING,
             )
 
-    def _retire(self, runner, path: str, replaced_by: str | None = None) -> None:
-        new = str(replaced_by or self.last_ckpt)
-        if os.path.isfile(new) and not zipfile.is_zipfile(new):  # cannot happen after an atomic save
-            print_log(f'{new} is not a complete checkpoint; keeping {path}', logger='current', level=_WARNING)
-            return
+    def _retire(self, path: str) -> None:
         if self.file_backend.isfile(path):
             self.file_backend.remove(path)
         elif self.file_backend.isdir(path):  # checkpoints saved by DeepSpeed are directories

@@ -16,6 +16,8 @@ Importing this module (``custom_imports=dict(imports=['mae_dense.openmmlab',
 
 from __future__ import annotations
 
+import logging
+
 from mmdet.evaluation import CocoMetric
 from mmdet.registry import METRICS
 from mmdet.registry import MODELS as DET_MODELS
@@ -80,7 +82,7 @@ class CocoMetricScoringNoDetections(CocoMetric):
             f'no detection in any of the {len(results)} test images (every score under the score threshold, '
             'model.test_cfg.rcnn.score_thr): every AP is 0.0',
             logger='current',
-            level=30,
+            level=logging.WARNING,
         )
         zeros = {}
         for metric in self.metrics:

@@ -9,6 +9,7 @@ configs unchanged. On a CUDA machine both are exactly mmengine's/torch's.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 
@@ -26,7 +27,7 @@ _warned: set[str] = set()
 def _warn_once(key: str, msg: str) -> None:
     if key not in _warned:
         _warned.add(key)
-        print_log(msg, logger='current', level=30)  # WARNING
+        print_log(msg, logger='current', level=logging.WARNING)
 
 
 def _has_accelerator() -> bool:

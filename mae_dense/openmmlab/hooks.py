@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import Hook
@@ -12,8 +14,6 @@ from mmengine.utils import ProgressBar
 from ..errors import CheckpointError
 from ..models.mae import MaskedAutoencoder
 from .runner import unwrap_model
-
-_WARNING = 30
 
 
 @HOOKS.register_module(force=True)
@@ -85,7 +85,7 @@ class MAEPretrainHook(Hook):
                 f'epoch {runner.epoch + 1}: {total - self._reported_skipped} unreadable images skipped '
                 f'({total} in this run; each replaced by the next readable image, files named above)',
                 logger='current',
-                level=_WARNING,
+                level=logging.WARNING,
             )
             self._reported_skipped = total
 
@@ -96,5 +96,5 @@ class MAEPretrainHook(Hook):
             print_log(
                 f'{losses} non-finite losses, {wrapper.skipped_steps} optimizer steps skipped',
                 logger='current',
-                level=_WARNING,
+                level=logging.WARNING,
             )

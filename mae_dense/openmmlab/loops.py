@@ -28,6 +28,7 @@ sampling of RoIs) still continue exactly, but each worker re-seeds itself when i
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -51,7 +52,6 @@ __all__ = [
     'rng_preserved',
 ]
 
-_WARNING = 30
 _SAMPLER_SEED = 'train_sampler_seed'  # message-hub key: the seed of the run's training sampler
 
 
@@ -147,14 +147,14 @@ class RandomStateHook(Hook):
             print_log(
                 'resumed checkpoint has no RNG states: crops, flips and masks continue from fresh seeds',
                 logger='current',
-                level=_WARNING,
+                level=logging.WARNING,
             )
         elif len(states) != world:
             print_log(
                 f'resumed checkpoint has the RNG states of {len(states)} processes, this run has {world}: '
                 'crops, flips and masks continue from fresh seeds',
                 logger='current',
-                level=_WARNING,
+                level=logging.WARNING,
             )
         else:
             restore_rng_state(states[rank])
@@ -354,7 +354,7 @@ class ExactResumeEpochBasedTrainLoop(_ExactResume, EpochBasedTrainLoop):
                 f'resume: iteration {self._iter} does not fall in epoch {self._epoch + 1} of {length} '
                 'iterations (batch size or data changed?): the epoch starts from its first batch',
                 logger='current',
-                level=_WARNING,
+                level=logging.WARNING,
             )
             done = 0
         for idx, data_batch in enumerate(batches, start=done):

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -21,8 +22,6 @@ from ..errors import NonFiniteLossError
 from ..optim.layer_decay import norm_param_names, param_rule
 from .fallbacks import AmpOptimWrapperWithCpuFallback
 from .runner import unwrap_model
-
-_WARNING = 30
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module(force=True)
@@ -247,7 +246,7 @@ class SkipNonFiniteAmpOptimWrapper(AmpOptimWrapperWithCpuFallback):
                 f'skipped ({self.nonfinite_losses} non-finite so far, {self.nonfinite_in_a_row} in a row; '
                 f'stopping at {self.max_nonfinite_in_a_row})',
                 logger='current',
-                level=_WARNING,
+                level=logging.WARNING,
             )
         if self.should_update():
             if self._window_poisoned:

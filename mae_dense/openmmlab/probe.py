@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from ..data.feature_cache import FeatureCache, FeatureCacheWriter
 from ..errors import ConfigError
 from ..models.probe import FrozenViT, ProbeHeads
+from .loops import rng_preserved
 from .runner import unwrap_model
 from .segmentation import MAEDenseEncoderDecoder
 
@@ -310,19 +311,6 @@ class ProbeFeatureDataset(torch.utils.data.Dataset):
 
 
 # ------------------------------------------------------------------------------------- feature cache
-@contextlib.contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Run a block without touching torch's, numpy's and Python's global random states."""
-    np_state, py_state = np.random.get_state(), random.getstate()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-
-
 def build_feature_cache(
     model: LinearProbeEncoderDecoder,
     loader_cfg: dict,
@@ -349,7 +337,7 @@ def build_feature_cache(
         raise ConfigError('model.data_preprocessor.size is unset: the fast mode caches fixed-size crops')
     patch = model.backbone.patch_size
     feature_shape = (model.backbone.feature_channels, size[0] // patch, size[1] // patch)
-    with preserved_rng():
+    with rng_preserved():
         loader = Runner.build_dataloader(loader_cfg, seed=seed)
         num = len(loader.dataset)
         shape = dict(num=num, feature_shape=feature_shape, label_shape=tuple(size), dtype=dtype)

@@ -22,8 +22,8 @@ not with torch's traceback.
 
 from __future__ import annotations
 
-import copy
 import functools
+import logging
 from typing import Any
 
 import torch
@@ -40,8 +40,6 @@ from torch.utils.data import DataLoader
 from ..errors import ConfigError
 
 __all__ = ['MAEDenseRunner', 'fit_loader_cfg', 'refuse_single_value_batchnorm', 'unwrap_model']
-
-_WARNING = 30
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -80,18 +78,15 @@ def _check_batchnorm_input(name: str, module: _BatchNorm, args: tuple) -> None:
         )
 
 
-def refuse_single_value_batchnorm(model: torch.nn.Module) -> int:
+def refuse_single_value_batchnorm(model: torch.nn.Module) -> None:
     """Make each BatchNorm of ``model`` that normalises per process stop with one line on one value per
-    channel; returns how many it watches. (A SyncBatchNorm across processes pools their batches: left alone.)
+    channel. (A SyncBatchNorm across processes pools their batches: left alone.)
     """
-    watched = 0
     for name, module in model.named_modules():
         if isinstance(module, _BatchNorm) and not (
             isinstance(module, torch.nn.SyncBatchNorm) and get_world_size() > 1
         ):
             module.register_forward_pre_hook(functools.partial(_check_batchnorm_input, name))
-            watched += 1
-    return watched
 
 
 @RUNNERS.register_module(force=True)
@@ -102,7 +97,7 @@ class MAEDenseRunner(Runner):
         said = self.__dict__.setdefault('_said', set())
         if msg not in said:
             said.add(msg)
-            print_log(msg, logger='current', level=_WARNING)
+            print_log(msg, logger='current', level=logging.WARNING)
 
     def _loader_name(self, cfg: dict) -> str:
         for split in ('train', 'val', 'test'):
@@ -124,7 +119,7 @@ class MAEDenseRunner(Runner):
         cfg, changes = fit_loader_cfg(dataloader, torch.accelerator.is_available())
         for change in changes:
             self._say_once(f'{name}: {change}')
-        loader = Runner.build_dataloader(copy.deepcopy(cfg), seed=seed, diff_rank_seed=diff_rank_seed)
+        loader = Runner.build_dataloader(cfg, seed=seed, diff_rank_seed=diff_rank_seed)  # (it copies cfg)
         sampler = getattr(loader.batch_sampler, 'sampler', loader.sampler)
         if (
             not cfg.get('drop_last')
