@@ -67,7 +67,10 @@ def check_classes(classes: Sequence[str], ann_file: str | Path) -> None:
     mmdet maps names to category ids silently: a name the file lacks shortens its label table, and the run
     then dies in ``results2json`` after the whole evaluation (``IndexError: list index out of range``).
     """
-    names = coco_classes(ann_file)
+    _check_class_names(classes, coco_classes(ann_file), ann_file)
+
+
+def _check_class_names(classes: Sequence[str], names: Sequence[str], ann_file: str | Path) -> None:
     missing = [c for c in classes if c not in set(names)]
     if missing:
         shown = ', '.join(map(repr, names[:_NAMES_SHOWN])) + (', ...' if len(names) > _NAMES_SHOWN else '')
@@ -88,13 +91,20 @@ def coco_classes(ann_file: str | Path) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------- checker
 
 
-def check_coco(data_root: str | Path, split: str = 'train', *, check_sizes: bool = False) -> dict[str, int]:
+def check_coco(
+    data_root: str | Path,
+    split: str = 'train',
+    *,
+    check_sizes: bool = False,
+    classes: Sequence[str] | None = None,
+) -> dict[str, int]:
     """Check one split of a COCO 2017 layout; raise a one-line ``DataError`` on the first problem.
 
     Args:
         data_root: The folder holding ``annotations/`` and ``{train,val}2017/``.
         split: ``'train'`` or ``'val'``.
         check_sizes: Also open every image and compare its size with the declared width/height.
+        classes: Class names a config asks for; each must be a category name (see :func:`check_classes`).
 
     Returns:
         Counts: ``images``, ``annotations``, ``categories``, ``images_without_objects``.
@@ -104,11 +114,17 @@ def check_coco(data_root: str | Path, split: str = 'train', *, check_sizes: bool
     root = Path(data_root)
     if not root.is_dir():
         raise DataError(f'COCO data root {root} does not exist; {_HOW_TO_GET_DATA}')
-    return check_coco_files(ann_file_path(root, split), image_dir_path(root, split), check_sizes=check_sizes)
+    return check_coco_files(
+        ann_file_path(root, split), image_dir_path(root, split), check_sizes=check_sizes, classes=classes
+    )
 
 
 def check_coco_files(
-    ann_file: str | Path, img_dir: str | Path | None, *, check_sizes: bool = False
+    ann_file: str | Path,
+    img_dir: str | Path | None,
+    *,
+    check_sizes: bool = False,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Check an instances annotation file and (unless ``img_dir`` is None) the images it names.
 
@@ -116,6 +132,7 @@ def check_coco_files(
         ann_file: The COCO instances JSON.
         img_dir: The folder that ``file_name`` is relative to, or None to skip the image files.
         check_sizes: Also open every image and compare its size with the declared width/height.
+        classes: Class names a config asks for; each must be a category name (see :func:`check_classes`).
 
     Returns:
         Counts: ``images``, ``annotations``, ``categories``, ``images_without_objects``.
@@ -136,6 +153,9 @@ def check_coco_files(
     _check_references(annotations, images, categories, ann_file)
     if img_dir is not None:
         _check_image_files(images, Path(img_dir), ann_file, check_sizes)
+    if classes is not None:  # from the file already parsed here: a large file is read once
+        names = [str(c['name']) for c in _require_list(data, 'categories', ann_file)]
+        _check_class_names(classes, names, ann_file)
     annotated = {ann['image_id'] for ann in annotations.values()}
     return {
         'images': len(images),

@@ -8,6 +8,7 @@ checker first and raises its one-line ``DataError`` unchanged.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,20 @@ class CheckedCocoDataset(CocoDataset):
 
     def load_data_list(self) -> list[dict]:
         """Check the split (see ``mae_dense.data.coco.check_coco``), then list it as mmdet does."""
+        # The class names are checked before any training or evaluation, not in results2json after the
+        # whole test: with the on-disk check, from the file it parses anyway.
+        classes = None if self.classes_from_ann_file else self.metainfo['classes']
         if self.backend_args is None:  # remote storage (petrel, http) cannot be checked with pathlib
-            self._check_on_disk()
-        with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
-            if self.classes_from_ann_file:
-                self._metainfo['classes'] = coco_classes(local_path)
-            else:  # before any training or evaluation, not in results2json after the whole test
-                check_classes(self.metainfo['classes'], local_path)
+            self._check_on_disk(classes)
+        if self.classes_from_ann_file or self.backend_args is not None:
+            with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
+                if self.classes_from_ann_file:
+                    self._metainfo['classes'] = coco_classes(local_path)
+                else:
+                    check_classes(classes, local_path)
         return super().load_data_list()
 
-    def _check_on_disk(self) -> None:
+    def _check_on_disk(self, classes: Sequence[str] | None) -> None:
         # ann_file and data_prefix are already joined with data_root here (BaseDataset._join_prefix).
         ann_file = Path(self.ann_file)
         img_prefix = self.data_prefix.get('img')
@@ -84,6 +89,6 @@ class CheckedCocoDataset(CocoDataset):
             and img_dir == image_dir_path(root, split)
         )
         if standard:
-            check_coco(root, split, check_sizes=self.check_sizes)
+            check_coco(root, split, check_sizes=self.check_sizes, classes=classes)
         else:
-            check_coco_files(ann_file, img_dir, check_sizes=self.check_sizes)
+            check_coco_files(ann_file, img_dir, check_sizes=self.check_sizes, classes=classes)
