@@ -163,8 +163,7 @@ class MaskedAutoencoder(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Names beyond 1-D parameters and biases that the recipe does not decay (timm's convention)."""
-        decoder = ((n, p) for n, p in self.named_parameters() if not n.startswith('backbone.'))
-        return {f'backbone.{n}' for n in self.backbone.no_weight_decay()} | no_weight_decay_names(decoder)
+        return no_weight_decay_names(self.named_parameters())
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

@@ -171,9 +171,7 @@ class VisionTransformer(nn.Module):
                 )
             pretrained = init_cfg['checkpoint']
         self.pretrained = pretrained
-        self.use_cls_token = p.cls_token
         self.num_prefix = 1 if p.cls_token else 0
-        self.final_norm = p.final_norm
         out_indices = tuple(p.out_indices(depth) if callable(p.out_indices) else p.out_indices)
         if any(not -depth <= i < depth for i in out_indices):
             raise ValueError(f'out_indices={out_indices} do not fit depth {depth}')
@@ -265,7 +263,7 @@ class VisionTransformer(nn.Module):
     def abs_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
         """(1, num_prefix + h*w, C) position embedding for grid ``hw`` (bicubic-resized when needed)."""
         pe = self.pos_embed
-        if not self.use_cls_token:
+        if not self.num_prefix:
             pe = pe[:, 1:]  # ViTDet: the checkpoint's cls row is not used
         return resize_abs_pos_embed(pe, hw, self.pos_grid, num_prefix=self.num_prefix)
 

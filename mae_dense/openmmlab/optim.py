@@ -19,7 +19,7 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMI
 from torch import nn
 
 from ..errors import NonFiniteLossError
-from ..optim.layer_decay import norm_param_names, param_rule
+from ..optim.layer_decay import encoder_prefix, norm_param_names, param_rule
 from .fallbacks import AmpOptimWrapperWithCpuFallback
 from .runner import unwrap_model
 
@@ -157,7 +157,6 @@ class MAEPretrainOptimWrapperConstructor:
             if not param.requires_grad:  # the fixed sin-cos position tables
                 continue
             # the encoder's names are checked under its prefix, the decoder's (mask_token) at the top level
-            prefix = 'backbone.' if name.startswith('backbone.') else ''
             rule = param_rule(
                 name,
                 param.ndim,
@@ -165,7 +164,7 @@ class MAEPretrainOptimWrapperConstructor:
                 decay_rate=1.0,
                 weight_decay=weight_decay,
                 policy=PRETRAIN_WD_POLICIES[self.wd_policy],
-                prefix=prefix,
+                prefix=encoder_prefix(name),
             )
             (decay if rule.weight_decay else no_decay).append(param)
         groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]

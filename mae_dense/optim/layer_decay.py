@@ -105,9 +105,10 @@ def param_rule(
     return ParamRule(layer_id, scale, 0.0 if exempt else weight_decay)
 
 
-def no_weight_decay_names(named_parameters: Iterable[tuple[str, nn.Parameter]], prefix: str = '') -> set[str]:
+def no_weight_decay_names(named_parameters: Iterable[tuple[str, nn.Parameter]]) -> set[str]:
     """timm's ``no_weight_decay()`` set under policy ``'mae'``: the exempt names beyond 1-D and biases.
 
+    A ViT's names are read as they are, an MAE's encoder names under its ``backbone.`` prefix.
     (timm's optimizer factory exempts 1-D parameters and biases by itself, so they are not listed.)
     """
     return {
@@ -115,8 +116,13 @@ def no_weight_decay_names(named_parameters: Iterable[tuple[str, nn.Parameter]], 
         for name, p in named_parameters
         if p.ndim > 1
         and not name.endswith('.bias')
-        and param_rule(name, p.ndim, 0, 1.0, 1.0, 'mae', prefix).weight_decay == 0.0
+        and param_rule(name, p.ndim, 0, 1.0, 1.0, 'mae', encoder_prefix(name)).weight_decay == 0.0
     }
+
+
+def encoder_prefix(name: str) -> str:
+    """The prefix under which ``name`` is an encoder (ViT) name: ``'backbone.'`` inside an MAE, else ``''``."""
+    return 'backbone.' if name.startswith('backbone.') else ''
 
 
 def norm_param_names(model: nn.Module, norm_types: tuple[type[nn.Module], ...] = NORM_TYPES) -> set[str]:
