@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import print_log
@@ -32,6 +31,7 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMI
 from mmengine.structures import PixelData
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.models.data_preprocessor import SegDataPreProcessor
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.losses import accuracy
 from mmseg.registry import DATASETS, METRICS, MODELS
 from mmseg.structures import SegDataSample
@@ -113,13 +113,8 @@ class LinearProbeDecodeHead(BaseModule):
         return self.probe(x).transpose(0, 1).flatten(1, 2)  # (K, B, C, h, w) -> (B, K*C, h, w)
 
     def predict(self, inputs: Sequence[Tensor], batch_img_metas: list[dict], test_cfg=None) -> Tensor:
-        """All heads' logits at the input size (mmseg's ``predict_by_feat`` sizing rule)."""
-        meta = batch_img_metas[0]
-        if isinstance(meta['img_shape'], torch.Size):  # a sliding window
-            size = meta['img_shape']
-        else:
-            size = meta.get('pad_shape', meta['img_shape'])[:2]
-        return F.interpolate(self.forward(inputs), size=tuple(size), mode='bilinear', align_corners=False)
+        """All heads' logits at the input size, by mmseg's own ``predict_by_feat`` (windows, padding)."""
+        return BaseDecodeHead.predict_by_feat(self, self.forward(inputs), batch_img_metas)
 
     def loss(self, inputs: Sequence[Tensor], batch_data_samples: list, train_cfg=None) -> dict:
         x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
