@@ -17,20 +17,20 @@ dataset) or ``mae_dense.openmmlab.detection`` (mmdet: the neck, LN2d, the checke
 
 from mmengine.registry import MODELS as ENGINE_MODELS
 
+from ..models.vit import VisionTransformer
 from . import hooks, loops, optim, pretrain, runner  # noqa: F401  (register on import)
 from .checkpointing import install_atomic_checkpoints
 from .fallbacks import install_cpu_fallbacks
 from .loading import install_loading_policy
-from .registry import register_backbone
 
 install_loading_policy()
 install_atomic_checkpoints()
 install_cpu_fallbacks()
-register_backbone(ENGINE_MODELS)
+# mmseg's and mmdet's MODELS are children of mmengine's and find the name through it
+ENGINE_MODELS.register_module(name='MAEDenseViT', module=VisionTransformer, force=True)
 
 __all__ = [
     'install_atomic_checkpoints',
     'install_cpu_fallbacks',
     'install_loading_policy',
-    'register_backbone',
 ]

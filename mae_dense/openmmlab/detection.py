@@ -3,9 +3,8 @@
 Importing this module (``custom_imports=dict(imports=['mae_dense.openmmlab',
 'mae_dense.openmmlab.detection'])``, as the COCO configs do) registers:
 
-* ``MAEDenseViT`` (mmdet ``MODELS``): the project's ViT;
 * ``MAEDenseSimpleFPN`` (mmdet ``MODELS``): :class:`mae_dense.models.necks.SimpleFPN`;
-* ``LN2d`` (mmdet and mmengine ``MODELS``): detectron2's channel LayerNorm, usable as
+* ``LN2d`` (mmengine ``MODELS``, found from mmdet's): detectron2's channel LayerNorm, usable as
   ``norm_cfg=dict(type='LN2d', eps=1e-6)`` in mmdet's conv heads (mmcv's ``build_norm_layer``);
 * ``Fp16CompressionHook`` (mmengine ``HOOKS``): DDP gradients all-reduced in fp16, as detectron2's
   ``train.ddp.fp16_compression=True``;
@@ -29,7 +28,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..models.necks import LayerNorm2d, SimpleFPN
 from . import coco  # noqa: F401  (registers CheckedCocoDataset, which the COCO configs use)
-from .registry import register_backbone
 
 __all__ = ['Fp16CompressionHook']
 
@@ -93,8 +91,6 @@ class CocoMetricScoringNoDetections(CocoMetric):
         return zeros
 
 
-register_backbone(DET_MODELS)
 METRICS.register_module(name='CocoMetric', module=CocoMetricScoringNoDetections, force=True)
 DET_MODELS.register_module(name=NECK_NAME, module=SimpleFPN, force=True)
-for _registry in (ENGINE_MODELS, DET_MODELS):
-    _registry.register_module(name=NORM_NAME, module=LayerNorm2d, force=True)
+ENGINE_MODELS.register_module(name=NORM_NAME, module=LayerNorm2d, force=True)  # mmdet's MODELS finds it too

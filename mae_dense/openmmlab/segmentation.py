@@ -1,8 +1,9 @@
 """mmseg segmentor with batched sliding windows and the ms+flip protocol in ``test_cfg``.
 
 Importing this module (``custom_imports=dict(imports=['mae_dense.openmmlab',
-'mae_dense.openmmlab.segmentation'])``, as the ADE20K configs do) registers the project's ViT as
-``MAEDenseViT``, ``MAEDenseEncoderDecoder`` and ``CheckedADE20KDataset`` in mmseg's registries.
+'mae_dense.openmmlab.segmentation'])``, as the ADE20K configs do) registers ``MAEDenseEncoderDecoder``
+and ``CheckedADE20KDataset`` in mmseg's registries (the ViT, ``MAEDenseViT`` in mmengine's, is found from
+mmseg's).
 
 ``test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341))`` gives mmseg's single-scale
 sliding-window result (windows batched); adding
@@ -20,9 +21,6 @@ from torch import Tensor
 
 from ..models.dense_inference import ms_flip_probs, slide_logits
 from . import datasets  # noqa: F401  (registers CheckedADE20KDataset, which the ADE20K configs use)
-from .registry import register_backbone
-
-register_backbone(MODELS)
 
 _AUG_KEYS = {'scale', 'ratios', 'min_size', 'flip'}
 
