@@ -111,6 +111,9 @@ def test_unknown_cfg_options_key_warns_with_the_closest_existing_key(capsys):
         'optim_wrapper.dtype': 'float32',  # exists (stated in the config for this override)
         'test_cfg.fp16': True,  # exists (stated in the config for this override)
         'param_scheduler.1.end': 300,  # an item of a list
+        'model.backbone.grad_checkpointing': True,  # not in the config: an argument of the ViT it builds
+        'model.decode_head.dropout_ratio': 0.2,  # an argument of mmseg's BaseDecodeHead, through **kwargs
+        'model.backbone.grad_checkpointng': True,  # typo of that argument
         'work_dir_typo': 'x',  # nothing close
     }
     args = argparse.Namespace(cfg_options=options, launcher='none', work_dir=None, local_rank=0)
@@ -121,6 +124,8 @@ def test_unknown_cfg_options_key_warns_with_the_closest_existing_key(capsys):
         '(closest: train_dataloader.num_workers); it is added as a new key',
         f'warning: --cfg-options train_dataloder.batch_size: {config} has no such key '
         '(closest: train_dataloader.batch_size); it is added as a new key',
+        f'warning: --cfg-options model.backbone.grad_checkpointng: {config} has no such key '
+        '(closest: model.backbone.grad_checkpointing); it is added as a new key',
         f'warning: --cfg-options work_dir_typo: {config} has no such key (nothing close under the top level); '
         'it is added as a new key',
     ]

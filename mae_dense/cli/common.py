@@ -91,6 +91,11 @@ def unknown_option_keys(cfg: Any, options: Mapping[str, object], path: str) -> l
                 node = node[int(part)]
             else:
                 siblings = [str(k) for k in node.keys()] if mapping else []
+                if i == len(parts) - 1 and mapping:
+                    accepted = constructor_keys(node.get('type'), cfg.get('default_scope'))
+                    if part in accepted:  # an argument the config leaves at its default
+                        break
+                    siblings += sorted(accepted)
                 close = difflib.get_close_matches(part, siblings, n=1, cutoff=0.6)
                 where = '.'.join(parts[:i]) or 'the top level'
                 hint = (
@@ -103,6 +108,43 @@ def unknown_option_keys(cfg: Any, options: Mapping[str, object], path: str) -> l
                 )
                 break
     return lines
+
+
+def constructor_keys(kind: Any, scope: str | None) -> set[str]:
+    """The keyword arguments that the class a ``type=kind`` dict builds accepts (through ``**kwargs`` too).
+
+    Looked up in the registries of the config's ``default_scope`` (``mmseg.registry``, ...; each also
+    searches mmengine's), then in mmengine's; empty when ``kind`` names nothing registered.
+    """
+    import importlib
+    import inspect
+
+    from mmengine import registry as engine
+    from mmengine.registry import Registry
+
+    cls = kind if isinstance(kind, type) else None
+    if isinstance(kind, str):
+        scoped = []
+        if scope and scope != 'mmengine':
+            try:
+                scoped = [importlib.import_module(f'{scope}.registry')]
+            except ImportError:
+                pass
+        for module in (*scoped, engine):
+            found = (r.get(kind) for r in vars(module).values() if isinstance(r, Registry))
+            cls = next((c for c in found if c is not None), None)
+            if cls is not None:
+                break
+    keys: set[str] = set()
+    for klass in inspect.getmro(cls) if isinstance(cls, type) else ():
+        init = vars(klass).get('__init__')
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        keys |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if all(p.kind != p.VAR_KEYWORD for p in params):
+            break  # the rest of the chain gets only what this one passes on
+    return keys - {'self'}
 
 
 def setup_cpu_distributed(cfg) -> None:
