@@ -254,8 +254,9 @@ class Suite:
         state.data['identity'] = identity
         return state
 
-    def _record(self, key: str, record: dict[str, Any]) -> None:
-        base = dict(git_commit=git_commit(), pipeline=self.spec.source)
+    def _record(self, key: str, record: dict[str, Any], commit: str | None = None) -> None:
+        """Add ``record`` to the results store; ``commit``: :func:`git_commit` if the caller has it already."""
+        base = dict(git_commit=commit or git_commit(), pipeline=self.spec.source)
         added = self.store.add({**base, **record})
         with self._lock:
             self._recorded.add(key)
@@ -289,11 +290,15 @@ class Suite:
         )
         state = CellState(work)
         try:
-            state = self._state(key, work, {'config_hash': config_hash(spec.config, options), 'seed': seed})
+            hashed = config_hash(spec.config, options)
+            state = self._state(key, work, {'config_hash': hashed, 'seed': seed})
             if state.done:
                 self._log(key, f'done, skipped ({state.data["checkpoint"]})')
                 return
-            recipe = effective_recipe(spec.config, options, spec.gpus, seed)
+            commit = git_commit()
+            recipe = effective_recipe(
+                spec.config, options, spec.gpus, seed, known_hash=hashed, known_commit=commit
+            )
             fields.update(config_hash=recipe['config_hash'], model=recipe['model'])
             state.save(status='running')
             args = [spec.config, '--work-dir', str(work / 'train'), '--resume', *options_argv(options)]
@@ -323,6 +328,7 @@ class Suite:
                     curves=curves,
                     versions=recipe['versions'],
                 ),
+                commit,
             )
             state.save(status='done', checkpoint=ckpt, checkpoint_sha256=sha)
         except Exception as exc:
@@ -367,10 +373,11 @@ class Suite:
                 state.save(status='done', from_store=True)
                 return
             state.save(status='running')
+            commit = git_commit()
             steps = self._probe if task.name == 'probe' else self._finetune
-            record = steps(backbone, task, options, seed, devices, work, state)
+            record = steps(backbone, task, options, seed, devices, work, state, fields['config_hash'], commit)
             metrics, missing = task_metrics(task.name, state.steps)
-            self._record(key, dict(fields, status='done', metrics=metrics, missing=missing, **record))
+            self._record(key, dict(fields, status='done', metrics=metrics, missing=missing, **record), commit)
             state.save(status='done')
             shown = ', '.join(f'{k} {v:.2f}' for k, v in metrics.items())
             self._log(key, f'done: {shown or "no metric"}')
@@ -387,9 +394,16 @@ class Suite:
         devices: Devices,
         work: Path,
         state: CellState,
+        hashed: str,
+        commit: str,
     ) -> dict[str, Any]:
-        """Train, test (single scale, ms+flip), predict a few images; the record's model, recipe, curves."""
-        recipe = effective_recipe(task.config, options, task.gpus, seed)
+        """Train, test (single scale, ms+flip), predict a few images; the record's model, recipe, curves.
+
+        ``hashed``: the cell's config hash; ``commit``: its :func:`git_commit` (neither computed again).
+        """
+        recipe = effective_recipe(
+            task.config, options, task.gpus, seed, known_hash=hashed, known_commit=commit
+        )
         steps = state.steps
         name = self._job_name(backbone.name, task.name, f's{seed}')
         if 'checkpoint' not in steps:
@@ -460,8 +474,13 @@ class Suite:
         devices: Devices,
         work: Path,
         state: CellState,
+        hashed: str,
+        commit: str,
     ) -> dict[str, Any]:
-        """Run the probe command once; its result file gives the metrics, mode, chosen lr and sweep."""
+        """Run the probe command once; its result file gives the metrics, mode, chosen lr and sweep.
+
+        ``hashed``: the cell's config hash (``mode`` included); ``commit`` is recorded by the caller.
+        """
         steps = state.steps
         if 'probe' not in steps:
             args = [
@@ -486,7 +505,7 @@ class Suite:
             sweep=result.get('sweep'),
             iterations=result.get('iterations'),
             seed=seed,
-            config_hash=config_hash(task.config, options, {'mode': task.mode}),
+            config_hash=hashed,
             model=model_label(cfg),
         )
         return dict(model=recipe['model'], mode=result['mode'], recipe=recipe, curves={}, versions=versions())

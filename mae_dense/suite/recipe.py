@@ -92,11 +92,23 @@ def model_label(cfg) -> str:
     return arch.short if arch else f'ViT {width}-d (toy)'
 
 
-def effective_recipe(config: str, cfg_options: dict[str, Any], world_size: int, seed: int) -> dict[str, Any]:
+def effective_recipe(
+    config: str,
+    cfg_options: dict[str, Any],
+    world_size: int,
+    seed: int,
+    *,
+    known_hash: str | None = None,
+    known_commit: str | None = None,
+) -> dict[str, Any]:
     """What a training run is set to do: batch, accumulation, length, precision, config hash, versions.
 
     ``lr`` stays None here: :func:`trained_lr` reads the one the built optimizer had from the run's
     checkpoint (a constructor may derive it from a base lr and the effective batch).
+
+    Args:
+        known_hash: ``config_hash(config, cfg_options)`` when the caller has it already (not computed again).
+        known_commit: :func:`git_commit` when the caller has it already.
     """
     import torch
 
@@ -125,9 +137,9 @@ def effective_recipe(config: str, cfg_options: dict[str, Any], world_size: int, 
         epochs=loop.get('max_epochs'),
         precision=precision,
         seed=seed,
-        config_hash=config_hash(config, cfg_options),
+        config_hash=known_hash or config_hash(config, cfg_options),
         model=model_label(cfg),
-        git_commit=git_commit(),
+        git_commit=known_commit or git_commit(),
         versions=versions(),
     )
 
