@@ -80,6 +80,19 @@ def test_shipped_configs_found_from_any_directory(tmp_path, monkeypatch):
     assert spec.tasks[0].config == str(PACKAGE_CONFIGS / 'demo/upernet_vit-tiny_synthetic_ade20k.py')
 
 
+def test_shipped_config_names_work_as_they_do_for_the_tools(tmp_path, monkeypatch):
+    from mae_dense.cli.configs import resolve_config as tool_resolve
+
+    monkeypatch.chdir(tmp_path)
+    name = 'upernet_vit-tiny_synthetic_ade20k'
+    spec = parse_spec(dict(ade20k=dict(config=name), probe=dict(config=name + '.py')), 'p.yaml')
+    expected = str(PACKAGE_CONFIGS / 'demo/upernet_vit-tiny_synthetic_ade20k.py')
+    assert [t.config for t in spec.tasks] == [expected, expected] == [tool_resolve(name)] * 2
+    message = _error({'ade20k': {'config': name[:-1]}}, tmp_path)
+    expected = f'p.yaml: ade20k: config {name[:-1]}: file not found (closest shipped configs: {name}, '
+    assert expected in message
+
+
 @pytest.mark.parametrize(
     ('cfg', 'expected'),
     [

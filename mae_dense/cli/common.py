@@ -11,9 +11,6 @@ from typing import Any
 
 from ..errors import USER_ERRORS, ToolError
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 # tools/dist_launch.sh sets this file; a failing process writes its one-line error there, and the launcher
 # prints it again after torchrun's own report, so that it is the last line on screen.
 ERROR_FILE_ENV = 'MAE_DENSE_ERROR_FILE'
