@@ -1,7 +1,9 @@
-"""The OpenMMLab configs that ship inside the package, found by name from any directory.
+"""OpenMMLab config files: the ones shipped inside the package, found by name from any directory, and
+reading one with a one-line error.
 
 The tools (``mae-dense train NAME``) and the pipeline configs (``ade20k: {config: NAME}``) both look a
-shipped config up here, so a name that one accepts the other accepts too.
+shipped config up here, so a name that one accepts the other accepts too; both read a config with
+:func:`config_from_file`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-__all__ = ['CONFIG_ROOT', 'closest_shipped', 'shipped_config', 'shipped_configs']
+from .errors import MAEDenseError, ToolError, exception_line
+
+__all__ = ['CONFIG_ROOT', 'closest_shipped', 'config_from_file', 'shipped_config', 'shipped_configs']
 
 CONFIG_ROOT = Path(__file__).resolve().parent / 'configs'
 
@@ -35,3 +39,14 @@ def shipped_config(name: str) -> Path | None:
 def closest_shipped(name: str, n: int = 3) -> list[str]:
     """The names of the shipped configs closest to ``name`` (for a "did you mean" hint)."""
     return difflib.get_close_matches(_stem(name), [p.stem for p in shipped_configs()], n=n, cutoff=0.6)
+
+
+def config_from_file(path: str, error: type[MAEDenseError] = ToolError):
+    """mmengine's ``Config.fromfile(path)``; a config that cannot be read (a syntax error, a missing base,
+    one that raises, even with an empty message) raises ``error`` with one line naming the file."""
+    from mmengine.config import Config
+
+    try:
+        return Config.fromfile(path)
+    except Exception as exc:  # syntax errors, missing bases: say which file
+        raise error(f'{path}: cannot read the config ({exception_line(exc)})') from None

@@ -163,6 +163,22 @@ def test_git_commit_is_unknown_outside_its_checkout(tmp_path, monkeypatch):
     assert recipe.git_commit() == 'unknown'  # a virtualenv inside some other repository is not its commit
 
 
+def test_a_config_that_raises_without_a_message_is_one_line(tmp_path, capsys):
+    """``assert False`` in a config: an exception with an empty message, still one line (pipeline and tool)."""
+    from mae_dense.cli.train import main as train_main
+    from mae_dense.suite.recipe import read_config
+
+    config = tmp_path / 'broken.py'
+    config.write_text('assert False\n')
+    with pytest.raises(PipelineError) as exc:
+        read_config(str(config))
+    assert str(exc.value) == f'{config}: cannot read the config (AssertionError)'
+    assert train_main([str(config), '--work-dir', str(tmp_path / 'work')]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f'error: {config}: cannot read the config (AssertionError)'
+    ]
+
+
 @pytest.mark.parametrize(
     'config',
     [

@@ -40,17 +40,11 @@ class _DictAction(argparse.Action):
 
 def load_config(path: str, args: argparse.Namespace):
     """Config with --cfg-options, --work-dir and the launcher applied; one-line errors."""
-    from mmengine.config import Config
-
+    from ..config_files import config_from_file
     from .configs import resolve_config
 
     path = resolve_config(path)  # a file, or the name of a shipped config
-    try:
-        cfg = Config.fromfile(path)
-    except Exception as exc:  # syntax errors, missing bases: say which file
-        raise ToolError(
-            f'{path}: cannot read the config ({type(exc).__name__}: {str(exc).splitlines()[0]})'
-        ) from None
+    cfg = config_from_file(path)  # ToolError: one line naming the file
     if args.cfg_options:
         if int(os.environ.get('RANK', '0')) == 0:
             for line in unknown_option_keys(cfg, args.cfg_options, path):

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..config_files import config_from_file
 from ..errors import PipelineError
 from ..models.archs import ARCHS, arch_by_width
 
@@ -57,16 +58,9 @@ def git_commit() -> str:
 
 def read_config(config: str, cfg_options: dict[str, Any] | None = None):
     """An mmengine Config with ``cfg_options`` merged; one line naming the file when it cannot be read."""
-    from mmengine.config import Config
-
-    try:
-        with warnings.catch_warnings():  # mmengine's import of pkg_resources warns on every config read
-            warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-            cfg = Config.fromfile(config)
-    except Exception as exc:  # syntax errors, missing bases: say which file
-        raise PipelineError(
-            f'{config}: cannot read the config ({type(exc).__name__}: {str(exc).splitlines()[0]})'
-        ) from None
+    with warnings.catch_warnings():  # mmengine's import of pkg_resources warns on every config read
+        warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+        cfg = config_from_file(config, PipelineError)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
