@@ -28,7 +28,7 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from .common import add_common_args, load_config, run_tool
 
 MODES = ('fast', 'augmented')
@@ -65,7 +65,7 @@ def load_probe_config(args: argparse.Namespace):
 
 def checkpoint_digest(cfg) -> tuple[str | None, str]:
     """(pretrained source or None, sha256 of its bytes or ``random:<init_seed>``)."""
-    from ..checkpoint import file_sha256, is_url, resolve_url
+    from ..checkpoint import checkpoint_sha256
 
     init_cfg = cfg.model.backbone.get('init_cfg') or {}
     pretrained = (
@@ -73,10 +73,7 @@ def checkpoint_digest(cfg) -> tuple[str | None, str]:
     )
     if not pretrained:
         return None, f'random:{cfg.model.backbone.get("init_seed", 0)}'
-    path = resolve_url(pretrained) if is_url(pretrained) else Path(pretrained)
-    if not path.is_file():
-        raise CheckpointError(f'{pretrained}: checkpoint file not found (model.pretrained)')
-    return str(pretrained), file_sha256(path)
+    return str(pretrained), checkpoint_sha256(pretrained, 'model.pretrained')
 
 
 def cache_spec(cfg, digest: str) -> dict:

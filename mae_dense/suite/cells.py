@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import file_sha256, is_url, resolve_url
+from ..checkpoint import checkpoint_sha256, file_sha256, local_checkpoint
 from ..errors import PipelineError
 from .figures import detection_rows, panel_png, segmentation_rows
 from .launch import Launcher, run_logged
@@ -217,8 +217,8 @@ class Suite:
         if backbone.kind == 'random':
             out = (None, RANDOM)
         elif backbone.kind == 'checkpoint':
-            local = resolve_url(backbone.checkpoint) if is_url(backbone.checkpoint) else backbone.checkpoint
-            out = (str(local), file_sha256(local))
+            local = local_checkpoint(backbone.checkpoint)
+            out = (str(local), checkpoint_sha256(local))
         elif backbone.kind == 'pretrain':
             state = CellState(self._dir(backbone, 'pretrain'))
             if not state.done:
@@ -230,8 +230,7 @@ class Suite:
             if not src:
                 out = (_KEEP, RANDOM)
             else:
-                local = resolve_url(src) if is_url(src) else src
-                out = (_KEEP, file_sha256(local))
+                out = (_KEEP, checkpoint_sha256(src))
         with self._lock:
             self._weights[key] = out
         return out
