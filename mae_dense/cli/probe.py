@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..suite.spec import PROBE_MODES
 from .common import add_common_args, load_config, run_tool
 
-MODES = ('fast', 'augmented')
 RESULT = 'probe_result.json'
 
 
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='probe config (configs/ade20k/linear-probe_*.py)')
     parser.add_argument(
         '--mode',
-        choices=MODES,
+        choices=PROBE_MODES,
         default='fast',
         help='fast: cached features of fixed crops + lr sweep (default); augmented: the protocol as is',
     )

@@ -32,7 +32,7 @@ from .recipe import (
     versions,
 )
 from .schedule import Job, one_line_reason, run_jobs, visible_devices
-from .spec import BackboneSpec, SuiteSpec, TaskSpec
+from .spec import PROBE_MODES, BackboneSpec, SuiteSpec, TaskSpec
 from .store import ResultStore
 
 # where each task's config takes the backbone weights
@@ -129,8 +129,9 @@ def read_probe_result(work: Path) -> dict[str, Any]:
         raise PipelineError(f'{path}: not valid JSON ({exc})') from None
     if not isinstance(result, dict) or not isinstance(result.get('metrics'), dict):
         raise PipelineError(f'{path}: expected {{"metrics": {{"mIoU": ...}}, "mode": ..., "lr": ...}}')
-    if result.get('mode') not in ('fast', 'augmented'):
-        raise PipelineError(f'{path}: mode must be fast or augmented, got {result.get("mode")!r}')
+    if result.get('mode') not in PROBE_MODES:
+        modes = ' or '.join(PROBE_MODES)
+        raise PipelineError(f'{path}: mode must be {modes}, got {result.get("mode")!r}')
     return result
 
 

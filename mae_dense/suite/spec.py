@@ -37,7 +37,7 @@ from ..errors import PipelineError
 
 TASKS = ('ade20k', 'coco', 'probe')
 LAUNCHERS = ('local', 'slurm')
-PROBE_MODES = ('fast', 'augmented')
+PROBE_MODES = ('fast', 'augmented')  # the probe command's --mode (mae_dense.cli.probe) and probe.mode here
 _TOP_KEYS = (
     'work_dir',
     'results_dir',
