@@ -34,6 +34,7 @@ from .recipe import (
 from .schedule import Job, one_line_reason, run_jobs, visible_devices
 from .spec import PROBE_MODES, BackboneSpec, SuiteSpec, TaskSpec
 from .store import ResultStore
+from .tables import UNKNOWN
 
 # where each task's config takes the backbone weights
 PRETRAINED_KEY = {
@@ -46,6 +47,19 @@ RANDOM = 'random'  # the checkpoint identity of a from-scratch backbone
 _KEEP = object()  # the task config's own `pretrained` (the single-backbone form without pretrain:)
 # validation scalars kept as curves (the rest of mmengine's per-evaluation keys stay in the run's logs)
 CURVE_METRICS = {'mIoU': 'mIoU', 'aAcc': 'aAcc', 'coco/bbox_mAP': 'box AP', 'coco/segm_mAP': 'mask AP'}
+
+
+def placeholder_fields(backbone: str, task: str, seed: int, **fields: Any) -> dict[str, Any]:
+    """A record's identity before its weights and config are known (``unknown`` placeholders, which the
+    report files under the backbone and task), with ``fields``; a cell replaces them as it learns them."""
+    return dict(
+        backbone=backbone,
+        checkpoint_sha256=f'{UNKNOWN}:{backbone}',
+        task=task,
+        config_hash=UNKNOWN,
+        seed=seed,
+        **fields,
+    )
 
 
 def options_argv(options: dict[str, Any]) -> list[str]:
@@ -279,15 +293,7 @@ class Suite:
         work = self._dir(backbone, 'pretrain')
         seed = self.spec.seeds[0]
         options = {**spec.cfg_options, 'randomness.seed': seed}
-        fields = dict(
-            backbone=backbone.name,
-            checkpoint_sha256=f'unknown:{backbone.name}',
-            task='pretrain',
-            config=spec.config,
-            config_hash='unknown',
-            seed=seed,
-            work_dir=str(work),
-        )
+        fields = placeholder_fields(backbone.name, 'pretrain', seed, config=spec.config, work_dir=str(work))
         state = CellState(work)
         try:
             hashed = config_hash(spec.config, options)
@@ -340,15 +346,8 @@ class Suite:
         """One (backbone, task, seed) cell: fine-tune and test, or probe; then the results store."""
         key = f'{backbone.name}/{task.name}/seed{seed}'
         work = self._dir(backbone, f'{task.name}-seed{seed}')
-        fields = dict(
-            backbone=backbone.name,
-            checkpoint_sha256=f'unknown:{backbone.name}',
-            task=task.name,
-            config=task.config,
-            config_hash='unknown',
-            seed=seed,
-            mode=task.mode,
-            work_dir=str(work),
+        fields = placeholder_fields(
+            backbone.name, task.name, seed, config=task.config, mode=task.mode, work_dir=str(work)
         )
         state = CellState(work)
         try:
@@ -547,19 +546,10 @@ class Suite:
         outcome = run_jobs(jobs, devices)
         for job in jobs:  # cells that never started (their pretraining failed) are failures too
             if outcome[job.key] is not None and job.key not in self._recorded:
-                backbone, task, seed = (job.key.split('/') + [''])[:3]
-                self._record(
-                    job.key,
-                    dict(
-                        backbone=backbone,
-                        checkpoint_sha256=f'unknown:{backbone}',
-                        task=task,
-                        config_hash='unknown',
-                        seed=int(seed[4:] or self.spec.seeds[0]),
-                        status='failed',
-                        reason=outcome[job.key],
-                    ),
-                )
+                backbone, task, seed_part = (job.key.split('/') + [''])[:3]
+                seed = int(seed_part[4:] or self.spec.seeds[0])
+                fields = placeholder_fields(backbone, task, seed, status='failed', reason=outcome[job.key])
+                self._record(job.key, fields)
         return outcome
 
     # --------------------------------------------------------------------------------------------- figures
@@ -582,7 +572,7 @@ class Suite:
         try:
             return self.weights(backbone, self.spec.tasks[0] if self.spec.tasks else None)[1]
         except PipelineError:
-            return f'unknown:{backbone.name}'
+            return f'{UNKNOWN}:{backbone.name}'
 
     def _task_data(self, task: TaskSpec) -> tuple[Path, Any]:
         """The test set of a task config: (data root, dataset config)."""
