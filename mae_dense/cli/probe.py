@@ -31,6 +31,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..suite.spec import PROBE_MODES
 from .common import add_common_args, load_config, run_tool
+from .test import plain
 
 RESULT = 'probe_result.json'
 
@@ -95,11 +96,11 @@ def cache_spec(cfg, digest: str) -> dict:
 
 def summarise(metrics: dict) -> tuple[dict, float, dict]:
     """Runner metrics -> (scores of the best head, its lr, {lr: mIoU} of every head)."""
-    plain = {k: (v.item() if hasattr(v, 'item') else v) for k, v in metrics.items()}
-    sweep = {k.split('=', 1)[1]: v for k, v in plain.items() if k.startswith('mIoU@lr=')}
+    values = plain(metrics)
+    sweep = {k.split('=', 1)[1]: v for k, v in values.items() if k.startswith('mIoU@lr=')}
     sweep = {k: round(float(v), 4) for k, v in sweep.items()}  # mmseg rounds to 2 decimals, in float32
-    scores = {k: round(float(v), 4) for k, v in plain.items() if k != 'lr' and '@' not in k}
-    return scores, float(plain['lr']), sweep
+    scores = {k: round(float(v), 4) for k, v in values.items() if k != 'lr' and '@' not in k}
+    return scores, float(values['lr']), sweep
 
 
 def ensure_feature_cache(runner, model, cfg, cache_dir: Path, meta: dict) -> tuple[bool, float]:
