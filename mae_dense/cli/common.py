@@ -153,4 +153,4 @@ def mae_kwargs(args: argparse.Namespace) -> tuple[dict, str]:
         raise ToolError(f"{args.config}: expected a pretraining config (model.type='MAEPretrainer')")
     kwargs = {k: v for k, v in model.to_dict().items() if k not in ('type', 'data_preprocessor')}
     arch = kwargs.pop('arch', 'base')
-    return {**(mae_config(arch) if arch else {}), **kwargs}, f'--config {args.config}'
+    return mae_config(arch, **kwargs), f'--config {args.config}'

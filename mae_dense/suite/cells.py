@@ -635,9 +635,7 @@ class Suite:
         cfg = read_config(backbone.pretrain.config, backbone.pretrain.cfg_options)
         kwargs = {k: v for k, v in cfg.model.items() if k not in ('type', 'arch', 'data_preprocessor')}
         arch = cfg.model.get('arch', 'base')
-        model = load_model(
-            state.data['checkpoint'], {**(mae_config(arch) if arch else {}), **kwargs}, None, 'cpu'
-        )
+        model = load_model(state.data['checkpoint'], mae_config(arch, **kwargs), None, 'cpu')
         images = self._ade_images(backbone)[: self.spec.qualitative_images]
         if not images:
             ds = cfg.train_dataloader.dataset
