@@ -17,6 +17,7 @@ __all__ = [
     'PipelineError',
     'ToolError',
     'USER_ERRORS',
+    'exception_line',
 ]
 
 
@@ -50,3 +51,9 @@ class DataError(MAEDenseError, ValueError):
 
 # What the tools catch and print as one line.
 USER_ERRORS: tuple[type[BaseException], ...] = (MAEDenseError,)
+
+
+def exception_line(exc: BaseException) -> str:
+    """Any exception in one line: ``Type: first line of its message``, ``Type`` alone when it has none."""
+    lines = str(exc).splitlines()
+    return f'{type(exc).__name__}: {lines[0]}' if lines and lines[0] else type(exc).__name__

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .models.archs import mae_config
 from .models.mae import MaskedAutoencoder
 
 __all__ = ['COLUMNS', 'denormalize_pred', 'load_image', 'load_model', 'make_grid', 'reconstruct', 'to_uint8']
@@ -117,7 +116,7 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]]) -> Image.Image:
 
 def load_model(
     ckpt: str,
-    arch: str | Mapping[str, Any],
+    arch: Mapping[str, Any],
     img_size: int | None,
     device: str,
     hint: str | None = None,
@@ -125,7 +124,8 @@ def load_model(
     """Build the MAE and load ``ckpt`` (official or ``backbone.`` layout) strictly.
 
     Args:
-        arch: a standard size (``'large'``) or the :class:`MaskedAutoencoder` arguments of any size.
+        arch: the :class:`MaskedAutoencoder` arguments, of any size (``mae_config('large')`` for a
+            standard one).
         hint: how the user chose ``arch`` (named in the error when the checkpoint does not fit).
     """
     from .checkpoint import load_file, unwrap
@@ -135,7 +135,7 @@ def load_model(
     if args is not None and getattr(args, 'norm_pix_loss', False):
         print(f'note: {ckpt} was trained with norm_pix_loss; pass --norm-pix to see un-normalised pixels')
     sd = unwrap(obj, str(ckpt))
-    kwargs = dict(mae_config(arch) if isinstance(arch, str) else arch)
+    kwargs = dict(arch)
     if img_size is not None:
         kwargs['img_size'] = img_size
     model = MaskedAutoencoder(**kwargs)
@@ -145,6 +145,6 @@ def load_model(
         msg = str(exc)
         if len(msg) > _MAX_ERROR:
             msg = msg[:_MAX_ERROR] + ' ...'
-        hint = hint or (f'--arch {arch}' if isinstance(arch, str) else 'the model size')
+        hint = hint or 'the model size'
         raise ValueError(f'{ckpt}: {msg} (does {hint} match the checkpoint?)') from None
     return model.to(device).eval()

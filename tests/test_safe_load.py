@@ -127,6 +127,24 @@ def test_url_goes_through_hub_cache_and_fails_clearly_offline(tmp_path, monkeypa
     assert torch.equal(load_file(url)['w'], torch.ones(1))
 
 
+def test_checkpoint_sha256_of_a_path_or_a_cached_url_and_one_line_when_missing(tmp_path, monkeypatch):
+    import hashlib
+
+    from mae_dense.checkpoint import checkpoint_sha256, local_checkpoint
+
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    cached = tmp_path / 'hub' / 'checkpoints' / 'w.pth'
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b'weights')
+    sha = hashlib.sha256(b'weights').hexdigest()
+    url = 'https://127.0.0.1:9/models/w.pth'
+    assert checkpoint_sha256(cached) == checkpoint_sha256(url) == sha and local_checkpoint(url) == cached
+    missing = str(tmp_path / 'gone.pth')
+    with pytest.raises(CheckpointError) as exc:
+        checkpoint_sha256(missing, 'model.pretrained')
+    assert str(exc.value) == f'{missing}: checkpoint file not found (model.pretrained)'
+
+
 def test_file_object():
     buf = io.BytesIO()
     torch.save({'w': torch.ones(2)}, buf)

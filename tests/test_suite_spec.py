@@ -80,6 +80,19 @@ def test_shipped_configs_found_from_any_directory(tmp_path, monkeypatch):
     assert spec.tasks[0].config == str(PACKAGE_CONFIGS / 'demo/upernet_vit-tiny_synthetic_ade20k.py')
 
 
+def test_shipped_config_names_work_as_they_do_for_the_tools(tmp_path, monkeypatch):
+    from mae_dense.cli.configs import resolve_config as tool_resolve
+
+    monkeypatch.chdir(tmp_path)
+    name = 'upernet_vit-tiny_synthetic_ade20k'
+    spec = parse_spec(dict(ade20k=dict(config=name), probe=dict(config=name + '.py')), 'p.yaml')
+    expected = str(PACKAGE_CONFIGS / 'demo/upernet_vit-tiny_synthetic_ade20k.py')
+    assert [t.config for t in spec.tasks] == [expected, expected] == [tool_resolve(name)] * 2
+    message = _error({'ade20k': {'config': name[:-1]}}, tmp_path)
+    expected = f'p.yaml: ade20k: config {name[:-1]}: file not found (closest shipped configs: {name}, '
+    assert expected in message
+
+
 @pytest.mark.parametrize(
     ('cfg', 'expected'),
     [
@@ -148,6 +161,22 @@ def test_git_commit_is_unknown_outside_its_checkout(tmp_path, monkeypatch):
     subprocess.run([*git, 'init', '-q'], check=True)
     subprocess.run([*git, 'commit', '-q', '--allow-empty', '-m', 'other project'], check=True)
     assert recipe.git_commit() == 'unknown'  # a virtualenv inside some other repository is not its commit
+
+
+def test_a_config_that_raises_without_a_message_is_one_line(tmp_path, capsys):
+    """``assert False`` in a config: an exception with an empty message, still one line (pipeline and tool)."""
+    from mae_dense.cli.train import main as train_main
+    from mae_dense.suite.recipe import read_config
+
+    config = tmp_path / 'broken.py'
+    config.write_text('assert False\n')
+    with pytest.raises(PipelineError) as exc:
+        read_config(str(config))
+    assert str(exc.value) == f'{config}: cannot read the config (AssertionError)'
+    assert train_main([str(config), '--work-dir', str(tmp_path / 'work')]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f'error: {config}: cannot read the config (AssertionError)'
+    ]
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,13 @@ from ..errors import CheckpointError
 from .convert import convert_file, convert_state_dict
 from .layouts import Layout, detect, split_backbone, unwrap
 from .load import LoadReport, load_backbone, load_model, read_state_dict
-from .safe_load import file_sha256, is_url, load_file, resolve_url
+from .safe_load import checkpoint_sha256, file_sha256, is_url, load_file, local_checkpoint, resolve_url
 
 __all__ = [
     'CheckpointError',
     'Layout',
     'LoadReport',
+    'checkpoint_sha256',
     'convert_file',
     'convert_state_dict',
     'detect',
@@ -18,6 +19,7 @@ __all__ = [
     'load_backbone',
     'load_file',
     'load_model',
+    'local_checkpoint',
     'read_state_dict',
     'resolve_url',
     'split_backbone',

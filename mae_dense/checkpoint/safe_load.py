@@ -30,7 +30,16 @@ import torch
 
 from ..errors import CheckpointError
 
-__all__ = ['CheckpointError', 'TRAINING_ALLOWLIST', 'file_sha256', 'is_url', 'load_file', 'resolve_url']
+__all__ = [
+    'CheckpointError',
+    'TRAINING_ALLOWLIST',
+    'checkpoint_sha256',
+    'file_sha256',
+    'is_url',
+    'load_file',
+    'local_checkpoint',
+    'resolve_url',
+]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -44,6 +53,24 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def is_url(src: str | os.PathLike) -> bool:
     return isinstance(src, str) and urlparse(src).scheme in ('http', 'https')
+
+
+def local_checkpoint(src: str | os.PathLike, key: str | None = None) -> Path:
+    """The local file of a checkpoint source: a path, or an https URL fetched into torch.hub's cache.
+
+    Raises:
+        CheckpointError: the file does not exist (``key``, the config key that named it, is named too) or
+            the download failed.
+    """
+    path = resolve_url(src) if is_url(src) else Path(src)
+    if not path.is_file():
+        raise CheckpointError(f'{src}: checkpoint file not found' + (f' ({key})' if key else ''))
+    return path
+
+
+def checkpoint_sha256(src: str | os.PathLike, key: str | None = None) -> str:
+    """What identifies a checkpoint's weights: the sha256 of its file (:func:`local_checkpoint`)."""
+    return file_sha256(local_checkpoint(src, key))
 
 
 # Globals allowed for training checkpoints, by "module.qualname". Resolved lazily: numpy and mmengine are

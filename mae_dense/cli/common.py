@@ -11,9 +11,6 @@ from typing import Any
 
 from ..errors import USER_ERRORS, ToolError
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 # tools/dist_launch.sh sets this file; a failing process writes its one-line error there, and the launcher
 # prints it again after torchrun's own report, so that it is the last line on screen.
 ERROR_FILE_ENV = 'MAE_DENSE_ERROR_FILE'
@@ -43,17 +40,11 @@ class _DictAction(argparse.Action):
 
 def load_config(path: str, args: argparse.Namespace):
     """Config with --cfg-options, --work-dir and the launcher applied; one-line errors."""
-    from mmengine.config import Config
-
+    from ..config_files import config_from_file
     from .configs import resolve_config
 
     path = resolve_config(path)  # a file, or the name of a shipped config
-    try:
-        cfg = Config.fromfile(path)
-    except Exception as exc:  # syntax errors, missing bases: say which file
-        raise ToolError(
-            f'{path}: cannot read the config ({type(exc).__name__}: {str(exc).splitlines()[0]})'
-        ) from None
+    cfg = config_from_file(path)  # ToolError: one line naming the file
     if args.cfg_options:
         if int(os.environ.get('RANK', '0')) == 0:
             for line in unknown_option_keys(cfg, args.cfg_options, path):
@@ -204,4 +195,4 @@ def mae_kwargs(args: argparse.Namespace) -> tuple[dict, str]:
         raise ToolError(f"{args.config}: expected a pretraining config (model.type='MAEPretrainer')")
     kwargs = {k: v for k, v in model.to_dict().items() if k not in ('type', 'data_preprocessor')}
     arch = kwargs.pop('arch', 'base')
-    return {**(mae_config(arch) if arch else {}), **kwargs}, f'--config {args.config}'
+    return mae_config(arch, **kwargs), f'--config {args.config}'

@@ -11,9 +11,9 @@ import ast
 import sys
 from pathlib import Path
 
+from ..config_files import CONFIG_ROOT, closest_shipped, shipped_config, shipped_configs
 from ..errors import ToolError
 
-CONFIG_ROOT = Path(__file__).resolve().parents[1] / 'configs'
 # What each folder's configs train.
 TASKS = {
     'pretrain': 'MAE pretraining',
@@ -24,12 +24,6 @@ TASKS = {
 }
 
 
-def shipped_configs() -> list[Path]:
-    """Every runnable shipped config (base files, whose names start with ``_``, excluded), sorted."""
-    files = [*CONFIG_ROOT.rglob('*.py'), *CONFIG_ROOT.rglob('*.yaml')]
-    return sorted(p for p in files if not p.name.startswith('_') and '__pycache__' not in p.parts)
-
-
 def resolve_config(name: str) -> str:
     """``name`` if it is a file, else the shipped config called ``name`` (with or without ``.py``).
 
@@ -38,13 +32,10 @@ def resolve_config(name: str) -> str:
     """
     if Path(name).is_file():
         return name
-    stem = Path(name).name.removesuffix('.py').removesuffix('.yaml')
-    found = [p for p in shipped_configs() if p.stem == stem]
-    if len(found) == 1:
-        return str(found[0])
-    import difflib
-
-    close = difflib.get_close_matches(stem, [p.stem for p in shipped_configs()], n=3, cutoff=0.6)
+    found = shipped_config(name)
+    if found is not None:
+        return str(found)
+    close = closest_shipped(name)
     hint = f'; closest shipped configs: {", ".join(close)}' if close else '; `mae-dense configs` lists them'
     raise ToolError(f'{name}: config file not found and not a shipped config name{hint}')
 

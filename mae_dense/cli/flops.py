@@ -30,7 +30,7 @@ from torch import nn
 
 from ..models.archs import get_arch, mae_config
 from ..models.mae import MaskedAutoencoder
-from .common import ToolError, add_mae_arch_args, mae_kwargs
+from .common import add_mae_arch_args, mae_kwargs
 
 PAPER_ENCODER_WITH_MASK_TOKENS_RATIO = 3.3  # Table 1(c), ViT-L
 PAPER_DECODER_PER_TOKEN_PCT = 9.0  # Section 3, ViT-L with the 8-block 512-d decoder
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         arch = mae_kwargs(args)[0] if args.config else (args.arch or args.default_arch)
         result = measure(arch, args.mask_ratio, args.img_size)
-    except (ToolError, ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError) as exc:  # ToolError is a RuntimeError
         print(f'error: {exc}', file=sys.stderr)
         return 1
     result['seconds'] = round(time.perf_counter() - start, 2)

@@ -28,10 +28,11 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
+from ..suite.spec import PROBE_MODES
 from .common import add_common_args, load_config, run_tool
+from .test import plain
 
-MODES = ('fast', 'augmented')
 RESULT = 'probe_result.json'
 
 
@@ -40,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='probe config (configs/ade20k/linear-probe_*.py)')
     parser.add_argument(
         '--mode',
-        choices=MODES,
+        choices=PROBE_MODES,
         default='fast',
         help='fast: cached features of fixed crops + lr sweep (default); augmented: the protocol as is',
     )
@@ -65,7 +66,7 @@ def load_probe_config(args: argparse.Namespace):
 
 def checkpoint_digest(cfg) -> tuple[str | None, str]:
     """(pretrained source or None, sha256 of its bytes or ``random:<init_seed>``)."""
-    from ..checkpoint import file_sha256, is_url, resolve_url
+    from ..checkpoint import checkpoint_sha256
 
     init_cfg = cfg.model.backbone.get('init_cfg') or {}
     pretrained = (
@@ -73,10 +74,7 @@ def checkpoint_digest(cfg) -> tuple[str | None, str]:
     )
     if not pretrained:
         return None, f'random:{cfg.model.backbone.get("init_seed", 0)}'
-    path = resolve_url(pretrained) if is_url(pretrained) else Path(pretrained)
-    if not path.is_file():
-        raise CheckpointError(f'{pretrained}: checkpoint file not found (model.pretrained)')
-    return str(pretrained), file_sha256(path)
+    return str(pretrained), checkpoint_sha256(pretrained, 'model.pretrained')
 
 
 def cache_spec(cfg, digest: str) -> dict:
@@ -98,11 +96,11 @@ def cache_spec(cfg, digest: str) -> dict:
 
 def summarise(metrics: dict) -> tuple[dict, float, dict]:
     """Runner metrics -> (scores of the best head, its lr, {lr: mIoU} of every head)."""
-    plain = {k: (v.item() if hasattr(v, 'item') else v) for k, v in metrics.items()}
-    sweep = {k.split('=', 1)[1]: v for k, v in plain.items() if k.startswith('mIoU@lr=')}
+    values = plain(metrics)
+    sweep = {k.split('=', 1)[1]: v for k, v in values.items() if k.startswith('mIoU@lr=')}
     sweep = {k: round(float(v), 4) for k, v in sweep.items()}  # mmseg rounds to 2 decimals, in float32
-    scores = {k: round(float(v), 4) for k, v in plain.items() if k != 'lr' and '@' not in k}
-    return scores, float(plain['lr']), sweep
+    scores = {k: round(float(v), 4) for k, v in values.items() if k != 'lr' and '@' not in k}
+    return scores, float(values['lr']), sweep
 
 
 def ensure_feature_cache(runner, model, cfg, cache_dir: Path, meta: dict) -> tuple[bool, float]:

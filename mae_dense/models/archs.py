@@ -7,6 +7,7 @@ tool and the report all read :data:`ARCHS`; a model of another size is built by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ['ARCHS', 'MAE_DECODER', 'Arch', 'arch_by_width', 'get_arch', 'mae_config']
 
@@ -48,9 +49,11 @@ def get_arch(name: str) -> Arch:
     return ARCHS[name]
 
 
-def mae_config(arch: str) -> dict:
-    """Constructor arguments of :class:`~mae_dense.models.mae.MaskedAutoencoder` for ``arch`` (a copy)."""
-    return {**MAE_DECODER, **get_arch(arch).vit_kwargs()}
+def mae_config(arch: str | None = None, **overrides: Any) -> dict:
+    """Constructor arguments of :class:`~mae_dense.models.mae.MaskedAutoencoder`: the standard size ``arch``'s
+    (none when ``arch`` is None or empty: a model of another size given by ``overrides``), with ``overrides``
+    over them (a new dict)."""
+    return {**({**MAE_DECODER, **get_arch(arch).vit_kwargs()} if arch else {}), **overrides}
 
 
 def arch_by_width(embed_dim: int) -> Arch | None:

@@ -411,7 +411,7 @@ class MaskedAutoencoder(nn.Module):
 # ---------------------------------------------------------------------------------------------- factories
 def build_mae(arch: str, **kwargs) -> MaskedAutoencoder:
     """The MAE of a standard size (:data:`mae_dense.models.archs.ARCHS`); ``kwargs`` override its arguments."""
-    return MaskedAutoencoder(**{**mae_config(arch), **kwargs})
+    return MaskedAutoencoder(**mae_config(arch, **kwargs))
 
 
 # The official models_mae.py names.

@@ -89,7 +89,7 @@ class MAEPretrainer(MaskedAutoencoder, BaseModel):
         self, arch: str | None = 'base', data_preprocessor: dict | nn.Module | None = None, **kwargs: Any
     ) -> None:
         # MaskedAutoencoder's super().__init__() is BaseModel's (MRO): it installs a default preprocessor.
-        MaskedAutoencoder.__init__(self, **{**(mae_config(arch) if arch else {}), **kwargs})
+        MaskedAutoencoder.__init__(self, **mae_config(arch, **kwargs))
         self.arch = arch
         if data_preprocessor is None:
             data_preprocessor = dict(type='MAEDataPreprocessor')

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import file_sha256, is_url, resolve_url
+from ..checkpoint import checkpoint_sha256, file_sha256, local_checkpoint
 from ..errors import PipelineError
 from .figures import detection_rows, panel_png, segmentation_rows
 from .launch import Launcher, run_logged
@@ -32,8 +32,9 @@ from .recipe import (
     versions,
 )
 from .schedule import Job, one_line_reason, run_jobs, visible_devices
-from .spec import BackboneSpec, SuiteSpec, TaskSpec
+from .spec import PROBE_MODES, BackboneSpec, SuiteSpec, TaskSpec
 from .store import ResultStore
+from .tables import UNKNOWN
 
 # where each task's config takes the backbone weights
 PRETRAINED_KEY = {
@@ -46,6 +47,19 @@ RANDOM = 'random'  # the checkpoint identity of a from-scratch backbone
 _KEEP = object()  # the task config's own `pretrained` (the single-backbone form without pretrain:)
 # validation scalars kept as curves (the rest of mmengine's per-evaluation keys stay in the run's logs)
 CURVE_METRICS = {'mIoU': 'mIoU', 'aAcc': 'aAcc', 'coco/bbox_mAP': 'box AP', 'coco/segm_mAP': 'mask AP'}
+
+
+def placeholder_fields(backbone: str, task: str, seed: int, **fields: Any) -> dict[str, Any]:
+    """A record's identity before its weights and config are known (``unknown`` placeholders, which the
+    report files under the backbone and task), with ``fields``; a cell replaces them as it learns them."""
+    return dict(
+        backbone=backbone,
+        checkpoint_sha256=f'{UNKNOWN}:{backbone}',
+        task=task,
+        config_hash=UNKNOWN,
+        seed=seed,
+        **fields,
+    )
 
 
 def options_argv(options: dict[str, Any]) -> list[str]:
@@ -129,8 +143,9 @@ def read_probe_result(work: Path) -> dict[str, Any]:
         raise PipelineError(f'{path}: not valid JSON ({exc})') from None
     if not isinstance(result, dict) or not isinstance(result.get('metrics'), dict):
         raise PipelineError(f'{path}: expected {{"metrics": {{"mIoU": ...}}, "mode": ..., "lr": ...}}')
-    if result.get('mode') not in ('fast', 'augmented'):
-        raise PipelineError(f'{path}: mode must be fast or augmented, got {result.get("mode")!r}')
+    if result.get('mode') not in PROBE_MODES:
+        modes = ' or '.join(PROBE_MODES)
+        raise PipelineError(f'{path}: mode must be {modes}, got {result.get("mode")!r}')
     return result
 
 
@@ -217,8 +232,8 @@ class Suite:
         if backbone.kind == 'random':
             out = (None, RANDOM)
         elif backbone.kind == 'checkpoint':
-            local = resolve_url(backbone.checkpoint) if is_url(backbone.checkpoint) else backbone.checkpoint
-            out = (str(local), file_sha256(local))
+            local = local_checkpoint(backbone.checkpoint)
+            out = (str(local), checkpoint_sha256(local))
         elif backbone.kind == 'pretrain':
             state = CellState(self._dir(backbone, 'pretrain'))
             if not state.done:
@@ -230,8 +245,7 @@ class Suite:
             if not src:
                 out = (_KEEP, RANDOM)
             else:
-                local = resolve_url(src) if is_url(src) else src
-                out = (_KEEP, file_sha256(local))
+                out = (_KEEP, checkpoint_sha256(src))
         with self._lock:
             self._weights[key] = out
         return out
@@ -254,8 +268,9 @@ class Suite:
         state.data['identity'] = identity
         return state
 
-    def _record(self, key: str, record: dict[str, Any]) -> None:
-        base = dict(git_commit=git_commit(), pipeline=self.spec.source)
+    def _record(self, key: str, record: dict[str, Any], commit: str | None = None) -> None:
+        """Add ``record`` to the results store; ``commit``: :func:`git_commit` if the caller has it already."""
+        base = dict(git_commit=commit or git_commit(), pipeline=self.spec.source)
         added = self.store.add({**base, **record})
         with self._lock:
             self._recorded.add(key)
@@ -278,22 +293,18 @@ class Suite:
         work = self._dir(backbone, 'pretrain')
         seed = self.spec.seeds[0]
         options = {**spec.cfg_options, 'randomness.seed': seed}
-        fields = dict(
-            backbone=backbone.name,
-            checkpoint_sha256=f'unknown:{backbone.name}',
-            task='pretrain',
-            config=spec.config,
-            config_hash='unknown',
-            seed=seed,
-            work_dir=str(work),
-        )
+        fields = placeholder_fields(backbone.name, 'pretrain', seed, config=spec.config, work_dir=str(work))
         state = CellState(work)
         try:
-            state = self._state(key, work, {'config_hash': config_hash(spec.config, options), 'seed': seed})
+            hashed = config_hash(spec.config, options)
+            state = self._state(key, work, {'config_hash': hashed, 'seed': seed})
             if state.done:
                 self._log(key, f'done, skipped ({state.data["checkpoint"]})')
                 return
-            recipe = effective_recipe(spec.config, options, spec.gpus, seed)
+            commit = git_commit()
+            recipe = effective_recipe(
+                spec.config, options, spec.gpus, seed, known_hash=hashed, known_commit=commit
+            )
             fields.update(config_hash=recipe['config_hash'], model=recipe['model'])
             state.save(status='running')
             args = [spec.config, '--work-dir', str(work / 'train'), '--resume', *options_argv(options)]
@@ -323,6 +334,7 @@ class Suite:
                     curves=curves,
                     versions=recipe['versions'],
                 ),
+                commit,
             )
             state.save(status='done', checkpoint=ckpt, checkpoint_sha256=sha)
         except Exception as exc:
@@ -334,15 +346,8 @@ class Suite:
         """One (backbone, task, seed) cell: fine-tune and test, or probe; then the results store."""
         key = f'{backbone.name}/{task.name}/seed{seed}'
         work = self._dir(backbone, f'{task.name}-seed{seed}')
-        fields = dict(
-            backbone=backbone.name,
-            checkpoint_sha256=f'unknown:{backbone.name}',
-            task=task.name,
-            config=task.config,
-            config_hash='unknown',
-            seed=seed,
-            mode=task.mode,
-            work_dir=str(work),
+        fields = placeholder_fields(
+            backbone.name, task.name, seed, config=task.config, mode=task.mode, work_dir=str(work)
         )
         state = CellState(work)
         try:
@@ -367,10 +372,11 @@ class Suite:
                 state.save(status='done', from_store=True)
                 return
             state.save(status='running')
+            commit = git_commit()
             steps = self._probe if task.name == 'probe' else self._finetune
-            record = steps(backbone, task, options, seed, devices, work, state)
+            record = steps(backbone, task, options, seed, devices, work, state, fields['config_hash'], commit)
             metrics, missing = task_metrics(task.name, state.steps)
-            self._record(key, dict(fields, status='done', metrics=metrics, missing=missing, **record))
+            self._record(key, dict(fields, status='done', metrics=metrics, missing=missing, **record), commit)
             state.save(status='done')
             shown = ', '.join(f'{k} {v:.2f}' for k, v in metrics.items())
             self._log(key, f'done: {shown or "no metric"}')
@@ -387,9 +393,16 @@ class Suite:
         devices: Devices,
         work: Path,
         state: CellState,
+        hashed: str,
+        commit: str,
     ) -> dict[str, Any]:
-        """Train, test (single scale, ms+flip), predict a few images; the record's model, recipe, curves."""
-        recipe = effective_recipe(task.config, options, task.gpus, seed)
+        """Train, test (single scale, ms+flip), predict a few images; the record's model, recipe, curves.
+
+        ``hashed``: the cell's config hash; ``commit``: its :func:`git_commit` (neither computed again).
+        """
+        recipe = effective_recipe(
+            task.config, options, task.gpus, seed, known_hash=hashed, known_commit=commit
+        )
         steps = state.steps
         name = self._job_name(backbone.name, task.name, f's{seed}')
         if 'checkpoint' not in steps:
@@ -460,8 +473,13 @@ class Suite:
         devices: Devices,
         work: Path,
         state: CellState,
+        hashed: str,
+        commit: str,
     ) -> dict[str, Any]:
-        """Run the probe command once; its result file gives the metrics, mode, chosen lr and sweep."""
+        """Run the probe command once; its result file gives the metrics, mode, chosen lr and sweep.
+
+        ``hashed``: the cell's config hash (``mode`` included); ``commit`` is recorded by the caller.
+        """
         steps = state.steps
         if 'probe' not in steps:
             args = [
@@ -486,7 +504,7 @@ class Suite:
             sweep=result.get('sweep'),
             iterations=result.get('iterations'),
             seed=seed,
-            config_hash=config_hash(task.config, options, {'mode': task.mode}),
+            config_hash=hashed,
             model=model_label(cfg),
         )
         return dict(model=recipe['model'], mode=result['mode'], recipe=recipe, curves={}, versions=versions())
@@ -528,19 +546,10 @@ class Suite:
         outcome = run_jobs(jobs, devices)
         for job in jobs:  # cells that never started (their pretraining failed) are failures too
             if outcome[job.key] is not None and job.key not in self._recorded:
-                backbone, task, seed = (job.key.split('/') + [''])[:3]
-                self._record(
-                    job.key,
-                    dict(
-                        backbone=backbone,
-                        checkpoint_sha256=f'unknown:{backbone}',
-                        task=task,
-                        config_hash='unknown',
-                        seed=int(seed[4:] or self.spec.seeds[0]),
-                        status='failed',
-                        reason=outcome[job.key],
-                    ),
-                )
+                backbone, task, seed_part = (job.key.split('/') + [''])[:3]
+                seed = int(seed_part[4:] or self.spec.seeds[0])
+                fields = placeholder_fields(backbone, task, seed, status='failed', reason=outcome[job.key])
+                self._record(job.key, fields)
         return outcome
 
     # --------------------------------------------------------------------------------------------- figures
@@ -563,7 +572,7 @@ class Suite:
         try:
             return self.weights(backbone, self.spec.tasks[0] if self.spec.tasks else None)[1]
         except PipelineError:
-            return f'unknown:{backbone.name}'
+            return f'{UNKNOWN}:{backbone.name}'
 
     def _task_data(self, task: TaskSpec) -> tuple[Path, Any]:
         """The test set of a task config: (data root, dataset config)."""
@@ -626,9 +635,7 @@ class Suite:
         cfg = read_config(backbone.pretrain.config, backbone.pretrain.cfg_options)
         kwargs = {k: v for k, v in cfg.model.items() if k not in ('type', 'arch', 'data_preprocessor')}
         arch = cfg.model.get('arch', 'base')
-        model = load_model(
-            state.data['checkpoint'], {**(mae_config(arch) if arch else {}), **kwargs}, None, 'cpu'
-        )
+        model = load_model(state.data['checkpoint'], mae_config(arch, **kwargs), None, 'cpu')
         images = self._ade_images(backbone)[: self.spec.qualitative_images]
         if not images:
             ds = cfg.train_dataloader.dataset

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..config_files import config_from_file
 from ..errors import PipelineError
 from ..models.archs import ARCHS, arch_by_width
 
@@ -57,16 +58,9 @@ def git_commit() -> str:
 
 def read_config(config: str, cfg_options: dict[str, Any] | None = None):
     """An mmengine Config with ``cfg_options`` merged; one line naming the file when it cannot be read."""
-    from mmengine.config import Config
-
-    try:
-        with warnings.catch_warnings():  # mmengine's import of pkg_resources warns on every config read
-            warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-            cfg = Config.fromfile(config)
-    except Exception as exc:  # syntax errors, missing bases: say which file
-        raise PipelineError(
-            f'{config}: cannot read the config ({type(exc).__name__}: {str(exc).splitlines()[0]})'
-        ) from None
+    with warnings.catch_warnings():  # mmengine's import of pkg_resources warns on every config read
+        warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+        cfg = config_from_file(config, PipelineError)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
@@ -92,11 +86,23 @@ def model_label(cfg) -> str:
     return arch.short if arch else f'ViT {width}-d (toy)'
 
 
-def effective_recipe(config: str, cfg_options: dict[str, Any], world_size: int, seed: int) -> dict[str, Any]:
+def effective_recipe(
+    config: str,
+    cfg_options: dict[str, Any],
+    world_size: int,
+    seed: int,
+    *,
+    known_hash: str | None = None,
+    known_commit: str | None = None,
+) -> dict[str, Any]:
     """What a training run is set to do: batch, accumulation, length, precision, config hash, versions.
 
     ``lr`` stays None here: :func:`trained_lr` reads the one the built optimizer had from the run's
     checkpoint (a constructor may derive it from a base lr and the effective batch).
+
+    Args:
+        known_hash: ``config_hash(config, cfg_options)`` when the caller has it already (not computed again).
+        known_commit: :func:`git_commit` when the caller has it already.
     """
     import torch
 
@@ -125,9 +131,9 @@ def effective_recipe(config: str, cfg_options: dict[str, Any], world_size: int, 
         epochs=loop.get('max_epochs'),
         precision=precision,
         seed=seed,
-        config_hash=config_hash(config, cfg_options),
+        config_hash=known_hash or config_hash(config, cfg_options),
         model=model_label(cfg),
-        git_commit=git_commit(),
+        git_commit=known_commit or git_commit(),
         versions=versions(),
     )
 

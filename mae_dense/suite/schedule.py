@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import USER_ERRORS
+from ..errors import USER_ERRORS, exception_line
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,7 @@ def visible_devices() -> list[str]:
 
 def one_line_reason(exc: BaseException) -> str:
     """One line for any exception: the project's own message, else its type and first line."""
-    if isinstance(exc, USER_ERRORS):
-        return str(exc)
-    text = str(exc).splitlines()[0] if str(exc) else ''
-    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
+    return str(exc) if isinstance(exc, USER_ERRORS) else exception_line(exc)
 
 
 def run_jobs(jobs: list[Job], devices: list[str] | None) -> dict[str, str | None]:

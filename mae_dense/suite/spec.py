@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import is_url
+from ..config_files import CONFIG_ROOT, closest_shipped, shipped_config
 from ..errors import PipelineError
 
 TASKS = ('ade20k', 'coco', 'probe')
 LAUNCHERS = ('local', 'slurm')
-PROBE_MODES = ('fast', 'augmented')
+PROBE_MODES = ('fast', 'augmented')  # the probe command's --mode (mae_dense.cli.probe) and probe.mode here
 _TOP_KEYS = (
     'work_dir',
     'results_dir',
@@ -63,7 +64,7 @@ _SLURM_KEYS = ('partition', 'job_name', 'gpus_per_node', 'cpus_per_task', 'srun_
 _QUALITATIVE_KEYS = ('images',)
 _REPORT_KEYS = ('title',)
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
-PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
+PACKAGE_CONFIGS = CONFIG_ROOT  # the shipped configs (mae_dense/configs)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ def check_keys(where: str, mapping: Mapping, allowed: Iterable[str]) -> None:
 
 def resolve_config(path: Any, where: str) -> str:
     """An OpenMMLab config path as an absolute path; ``configs/...`` also finds the configs shipped inside
-    the package, so a pipeline names them the same way from any directory."""
+    the package, so a pipeline names them the same way from any directory, and a shipped config's name
+    alone finds it as it does for the tools (``mae-dense train NAME``)."""
     if not isinstance(path, str) or not path:
         raise PipelineError(f'{where}: config must be a path, got {path!r}')
     p = Path(path).expanduser()
@@ -166,7 +168,12 @@ def resolve_config(path: Any, where: str) -> str:
     shipped = PACKAGE_CONFIGS / (p.relative_to('configs') if p.parts[:1] == ('configs',) else p)
     if not p.is_absolute() and shipped.is_file():
         return str(shipped)
-    raise PipelineError(f'{where}: config {path}: file not found')
+    named = shipped_config(path)
+    if named is not None:
+        return str(named)
+    close = closest_shipped(path)
+    hint = f' (closest shipped configs: {", ".join(close)})' if close else ''
+    raise PipelineError(f'{where}: config {path}: file not found{hint}')
 
 
 def _mapping(value: Any, where: str) -> dict:
