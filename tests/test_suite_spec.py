@@ -10,7 +10,7 @@ import yaml
 
 from mae_dense.cli.pipeline import main as pipeline_main
 from mae_dense.errors import PipelineError
-from mae_dense.suite.spec import PACKAGE_CONFIGS, load_spec, parse_spec
+from mae_dense.suite.spec import PACKAGE_CONFIGS, load_spec, parse_spec, read_config_file
 
 ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 PRETRAIN = 'configs/demo/mae_vit-tiny-p16_synthetic.py'
@@ -177,6 +177,9 @@ def test_a_config_that_raises_without_a_message_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         f'error: {config}: cannot read the config (AssertionError)'
     ]
+    with pytest.raises(PipelineError) as exc:  # the same file as a Python pipeline config
+        read_config_file(config)
+    assert str(exc.value) == f'{config}: cannot read the config (AssertionError)'
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import is_url
-from ..config_files import CONFIG_ROOT, closest_shipped, shipped_config
+from ..config_files import CONFIG_ROOT, closest_shipped, config_from_file, shipped_config
 from ..errors import PipelineError
 
 TASKS = ('ade20k', 'coco', 'probe')
@@ -135,9 +135,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
         except yaml.YAMLError as exc:
             raise PipelineError(f'{path}: not valid YAML ({str(exc).splitlines()[0]})') from None
     elif path.suffix == '.py':
-        from mmengine.config import Config
-
-        cfg = Config.fromfile(str(path)).get('pipeline')
+        cfg = config_from_file(str(path), PipelineError).get('pipeline')
         cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg
     else:
         raise PipelineError(f'{path}: expected a .yaml/.yml or .py pipeline config')
