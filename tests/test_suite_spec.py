@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from mae_dense.cli.pipeline import main as pipeline_main
+from mae_dense.config_files import CONFIG_ROOT
 from mae_dense.errors import PipelineError
-from mae_dense.suite.spec import PACKAGE_CONFIGS, load_spec, parse_spec, read_config_file
+from mae_dense.suite.spec import load_spec, parse_spec, read_config_file
 
 ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 PRETRAIN = 'configs/demo/mae_vit-tiny-p16_synthetic.py'
@@ -77,7 +78,7 @@ def test_single_backbone_forms_keep_working(tmp_path):
 def test_shipped_configs_found_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = parse_spec(dict(ade20k=dict(config=ADE)), 'p.yaml')
-    assert spec.tasks[0].config == str(PACKAGE_CONFIGS / 'demo/upernet_vit-tiny_synthetic_ade20k.py')
+    assert spec.tasks[0].config == str(CONFIG_ROOT / 'demo/upernet_vit-tiny_synthetic_ade20k.py')
 
 
 def test_shipped_config_names_work_as_they_do_for_the_tools(tmp_path, monkeypatch):
@@ -86,7 +87,7 @@ def test_shipped_config_names_work_as_they_do_for_the_tools(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     name = 'upernet_vit-tiny_synthetic_ade20k'
     spec = parse_spec(dict(ade20k=dict(config=name), probe=dict(config=name + '.py')), 'p.yaml')
-    expected = str(PACKAGE_CONFIGS / 'demo/upernet_vit-tiny_synthetic_ade20k.py')
+    expected = str(CONFIG_ROOT / 'demo/upernet_vit-tiny_synthetic_ade20k.py')
     assert [t.config for t in spec.tasks] == [expected, expected] == [tool_resolve(name)] * 2
     message = _error({'ade20k': {'config': name[:-1]}}, tmp_path)
     expected = f'p.yaml: ade20k: config {name[:-1]}: file not found (closest shipped configs: {name}, '
@@ -193,7 +194,7 @@ def test_a_config_that_raises_without_a_message_is_one_line(tmp_path, capsys):
 def test_full_configs_write_tensorboard_beside_the_json_logs(config):
     from mae_dense.suite.recipe import read_config
 
-    cfg = read_config(str(PACKAGE_CONFIGS / config))
+    cfg = read_config(str(CONFIG_ROOT / config))
     assert [b['type'] for b in cfg.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
     if config.startswith('coco/'):  # validation metrics at their iteration, not at epoch 0
         assert cfg.default_hooks.logger.log_metric_by_epoch is False

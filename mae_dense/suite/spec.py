@@ -64,7 +64,6 @@ _SLURM_KEYS = ('partition', 'job_name', 'gpus_per_node', 'cpus_per_task', 'srun_
 _QUALITATIVE_KEYS = ('images',)
 _REPORT_KEYS = ('title',)
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
-PACKAGE_CONFIGS = CONFIG_ROOT  # the shipped configs (mae_dense/configs)
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ def resolve_config(path: Any, where: str) -> str:
     p = Path(path).expanduser()
     if p.is_file():
         return str(p.resolve())
-    shipped = PACKAGE_CONFIGS / (p.relative_to('configs') if p.parts[:1] == ('configs',) else p)
+    shipped = CONFIG_ROOT / (p.relative_to('configs') if p.parts[:1] == ('configs',) else p)
     if not p.is_absolute() and shipped.is_file():
         return str(shipped)
     named = shipped_config(path)
