@@ -80,6 +80,22 @@ def config_with_hooks(directory, config, *hooks: dict, imports: tuple[str, ...] 
     return path
 
 
+# ------------------------------------------------------------------------------------- pipeline configs
+def write_yaml(path: Path, cfg: dict) -> Path:
+    """``cfg`` as a YAML file at ``path`` (a pipeline config)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def probe_cfg(directory: Path) -> str:
+    """A probe config in ``directory`` for the stand-in probe (``fake_probe``): no pretrained weights, 96-d."""
+    path = Path(directory) / 'probe_cfg.py'
+    path.write_text('model = dict(pretrained=None, backbone=dict(embed_dim=96))\n')
+    return str(path)
+
+
 # ----------------------------------------------------------------- models and batches shared by tests
 def mmseg_mae(img=32, out_indices=(0, 1, 2, 3)):
     from mmseg.models.backbones import MAE
