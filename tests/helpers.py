@@ -80,6 +80,26 @@ def config_with_hooks(directory, config, *hooks: dict, imports: tuple[str, ...] 
     return path
 
 
+# ---------------------------------------------------------------------------------- tiny pretraining runs
+def log_text(work_dir: Path) -> str:
+    """The text of every log file mmengine wrote under ``work_dir`` (one per run, in start order)."""
+    return '\n'.join(p.read_text() for p in sorted(Path(work_dir).glob('*/*.log')))
+
+
+def model_state(path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a checkpoint, read through the project's loading policy."""
+    from mae_dense.checkpoint import load_file
+
+    return load_file(path)['state_dict']
+
+
+def assert_same_weights(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+    """The same tensors under the same names, within 1e-6 (a resumed run against an uninterrupted one)."""
+    assert got.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
 # ------------------------------------------------------------------------------------- pipeline configs
 def write_yaml(path: Path, cfg: dict) -> Path:
     """``cfg`` as a YAML file at ``path`` (a pipeline config)."""
