@@ -62,6 +62,10 @@ def run_tool(args: list[str], cwd, **extra_env: str) -> subprocess.CompletedProc
     return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
+class Killed(Exception):
+    """Raised by the tests' hooks that stand for a killed job (the run stops at a chosen point)."""
+
+
 def config_with_hooks(directory, config, *hooks: dict, imports: tuple[str, ...] = ()):
     """A config file in ``directory`` that is ``config`` plus ``hooks`` after its own custom hooks (and the
     modules ``imports`` that register them), for runs that must stop or fail at a chosen point."""

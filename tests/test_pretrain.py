@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_MAE, TINY_MAE_CONFIG, assert_same_weights, log_text, model_state
+from helpers import (
+    TINY_MAE,
+    TINY_MAE_CONFIG,
+    Killed,
+    assert_same_weights,
+    config_with_hooks,
+    log_text,
+    model_state,
+)
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS, OPTIM_WRAPPERS
 
@@ -157,10 +165,6 @@ def test_checkpoint_transfers_to_seg_and_det_and_lr_follows_effective_batch(tmp_
             assert torch.equal(vit.state_dict()[name], sd[f'backbone.{name}'])
 
 
-class _Killed(Exception):
-    pass
-
-
 @HOOKS.register_module(name='KillAfterEpochForTests', force=True)
 class _KillAfterEpoch(Hook):
     """Stands for a killed job: raises after the checkpoint of ``epoch`` has been written."""
@@ -172,7 +176,7 @@ class _KillAfterEpoch(Hook):
 
     def after_train_epoch(self, runner) -> None:
         if runner.epoch + 1 == self.epoch:
-            raise _Killed
+            raise Killed
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, folder):
@@ -186,13 +190,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, folder):
     ]
     assert train(tmp_path / 'straight', folder, *options) == 0
 
-    killed = tmp_path / 'killed.py'
-    killed.write_text(
-        f'_base_ = {str(TINY_MAE_CONFIG)!r}\n'
-        "custom_hooks = [dict(type='RandomStateHook'), dict(type='MAEPretrainHook'),\n"
-        "                dict(type='KillAfterEpochForTests', epoch=1)]\n"
-    )
-    with pytest.raises(_Killed):
+    killed = config_with_hooks(tmp_path, TINY_MAE_CONFIG, dict(type='KillAfterEpochForTests', epoch=1))
+    with pytest.raises(Killed):
         train(tmp_path / 'resumed', folder, *options, config=killed)
     assert (tmp_path / 'resumed' / 'epoch_1.pth').is_file()
     assert not (tmp_path / 'resumed' / 'epoch_2.pth').exists()

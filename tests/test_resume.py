@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_MAE_CONFIG, assert_same_weights, config_with_hooks, log_text, model_state
+from helpers import (
+    TINY_MAE_CONFIG,
+    Killed,
+    assert_same_weights,
+    config_with_hooks,
+    log_text,
+    model_state,
+)
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.fileio import get_file_backend
 from mmengine.hooks import Hook
@@ -238,10 +245,6 @@ def test_a_failed_best_save_keeps_the_previous_best_checkpoint(tmp_path, indicat
     )
 
 
-class _Killed(Exception):
-    pass
-
-
 @HOOKS.register_module(force=True)
 class StopBeforeIterForTests(Hook):
     """Stands for a killed job: raises before iteration ``at_iter`` (1-based) starts."""
@@ -253,7 +256,7 @@ class StopBeforeIterForTests(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         if runner.iter + 1 == self.at_iter:
-            raise _Killed
+            raise Killed
 
 
 def test_pretraining_resumes_mid_epoch_exactly(tmp_path, image_folder):
@@ -268,7 +271,7 @@ def test_pretraining_resumes_mid_epoch_exactly(tmp_path, image_folder):
     assert train(tmp_path / 'straight', image_folder, *options) == 0
     config = config_with_hooks(tmp_path, TINY_MAE_CONFIG, dict(type='StopBeforeIterForTests', at_iter=6))
     work = tmp_path / 'resumed'
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train(work, image_folder, *options, config=config)
     assert choose_resume_checkpoint(work) == (str(work / 'iter_3.pth'), [])
     assert train(work, image_folder, *options) == 0
