@@ -145,15 +145,17 @@ def seg_vit(img=32, **kw):
     ).eval()
 
 
-def timm_vit(img=32):
+def timm_vit(img=32, **sizes):
+    """timm's ViT (no head, no pooling) of the TINY sizes (``sizes`` override them)."""
     import timm.models.vision_transformer as tv
 
+    sizes = {**TINY, **sizes}
     return tv.VisionTransformer(
         img_size=img,
-        patch_size=TINY['patch_size'],
-        embed_dim=TINY['embed_dim'],
-        depth=TINY['depth'],
-        num_heads=TINY['num_heads'],
+        patch_size=sizes['patch_size'],
+        embed_dim=sizes['embed_dim'],
+        depth=sizes['depth'],
+        num_heads=sizes['num_heads'],
         num_classes=0,
         global_pool='',
         norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
