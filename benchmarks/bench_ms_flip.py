@@ -56,9 +56,6 @@ def build_model(args, device):
         model_cfg.neck.embed_dim = 192
         model_cfg.decode_head.update(in_channels=[192] * 4, channels=128)
         model_cfg.auxiliary_head.in_channels = 192
-    if device.type != 'cuda':
-        for key in ('decode_head', 'auxiliary_head', 'neck'):
-            model_cfg[key].norm_cfg = dict(type='BN', requires_grad=True)
     model_cfg.test_cfg.update(cfg.ms_flip_test_cfg)
     model_cfg.test_cfg.aug.ratios = list(args.ratios)
     torch.manual_seed(0)

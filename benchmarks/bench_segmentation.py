@@ -46,11 +46,6 @@ def configs(args):
                 cfg.model.backbone[key] = args.depth
         cfg.optim_wrapper.paramwise_cfg.num_layers = args.depth
         cfg.model.backbone.out_indices = [i * args.depth // 4 + args.depth // 4 - 1 for i in range(4)]
-        if not torch.cuda.is_available():
-            cfg.model.decode_head.norm_cfg = cfg.model.auxiliary_head.norm_cfg = dict(
-                type='BN', requires_grad=True
-            )
-            cfg.model.neck.norm_cfg = dict(type='BN', requires_grad=True)
     return ours, ref
 
 

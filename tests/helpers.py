@@ -62,6 +62,10 @@ def run_tool(args: list[str], cwd, **extra_env: str) -> subprocess.CompletedProc
     return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
+class Killed(Exception):
+    """Raised by the tests' hooks that stand for a killed job (the run stops at a chosen point)."""
+
+
 def config_with_hooks(directory, config, *hooks: dict, imports: tuple[str, ...] = ()):
     """A config file in ``directory`` that is ``config`` plus ``hooks`` after its own custom hooks (and the
     modules ``imports`` that register them), for runs that must stop or fail at a chosen point."""
@@ -78,6 +82,42 @@ def config_with_hooks(directory, config, *hooks: dict, imports: tuple[str, ...] 
         f'custom_hooks = {[*base.get("custom_hooks", []), *hooks]!r}\n'
     )
     return path
+
+
+# ---------------------------------------------------------------------------------- tiny pretraining runs
+def log_text(work_dir: Path) -> str:
+    """The text of every log file mmengine wrote under ``work_dir`` (one per run, in start order)."""
+    return '\n'.join(p.read_text() for p in sorted(Path(work_dir).glob('*/*.log')))
+
+
+def model_state(path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a checkpoint, read through the project's loading policy."""
+    from mae_dense.checkpoint import load_file
+
+    return load_file(path)['state_dict']
+
+
+def assert_same_weights(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+    """The same tensors under the same names, within 1e-6 (a resumed run against an uninterrupted one)."""
+    assert got.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+# ------------------------------------------------------------------------------------- pipeline configs
+def write_yaml(path: Path, cfg: dict) -> Path:
+    """``cfg`` as a YAML file at ``path`` (a pipeline config)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def probe_cfg(directory: Path) -> str:
+    """A probe config in ``directory`` for the stand-in probe (``fake_probe``): no pretrained weights, 96-d."""
+    path = Path(directory) / 'probe_cfg.py'
+    path.write_text('model = dict(pretrained=None, backbone=dict(embed_dim=96))\n')
+    return str(path)
 
 
 # ----------------------------------------------------------------- models and batches shared by tests
@@ -105,15 +145,17 @@ def seg_vit(img=32, **kw):
     ).eval()
 
 
-def timm_vit(img=32):
+def timm_vit(img=32, **sizes):
+    """timm's ViT (no head, no pooling) of the TINY sizes (``sizes`` override them)."""
     import timm.models.vision_transformer as tv
 
+    sizes = {**TINY, **sizes}
     return tv.VisionTransformer(
         img_size=img,
-        patch_size=TINY['patch_size'],
-        embed_dim=TINY['embed_dim'],
-        depth=TINY['depth'],
-        num_heads=TINY['num_heads'],
+        patch_size=sizes['patch_size'],
+        embed_dim=sizes['embed_dim'],
+        depth=sizes['depth'],
+        num_heads=sizes['num_heads'],
         num_classes=0,
         global_pool='',
         norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),

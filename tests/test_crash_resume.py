@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import config_with_hooks, run_tool
+from helpers import assert_same_weights, config_with_hooks, log_text, model_state, run_tool
 
 import mae_dense.openmmlab  # noqa: F401  (registries, loading policy)
-from mae_dense.checkpoint import load_file
 from mae_dense.data import generate_synthetic_ade20k, generate_synthetic_coco, generate_synthetic_image_folder
 from mae_dense.openmmlab.checkpointing import choose_resume_checkpoint
 
@@ -117,11 +116,7 @@ def train(config: Path, work: Path, nproc: int, options: list[str]):
 def final_weights(work: Path) -> tuple[str, dict[str, torch.Tensor]]:
     chosen, skipped = choose_resume_checkpoint(work)
     assert chosen is not None and not skipped, (chosen, skipped)
-    return Path(chosen).name, load_file(chosen)['state_dict']
-
-
-def logs(work: Path) -> str:
-    return '\n'.join(p.read_text() for p in sorted(work.glob('*/*.log')))
+    return Path(chosen).name, model_state(chosen)
 
 
 # (task, processes, where the second kill lands in its save): each stage twice
@@ -167,13 +162,12 @@ def test_sigkill_twice_and_relaunch_ends_with_the_uninterrupted_weights(tmp_path
     r = train(killed, work, nproc, options)  # the same command once more: runs to the end
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
-    log = logs(work)
+    log = log_text(work)
     assert f'restored the RNG states of {nproc} process(es)' in log
     if stage == 'write':
         assert 'removed 1 partial file(s) of an interrupted save' in log
     name, expected = final_weights(tmp_path / 'straight')
     assert name in (f'iter_{iterations}.pth', f'epoch_{iterations}.pth')
     got_name, got = final_weights(work)
-    assert got_name == name and got.keys() == expected.keys()
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+    assert got_name == name
+    assert_same_weights(expected, got)

@@ -15,29 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import probe_cfg, write_yaml
 
 from mae_dense.cli.pipeline import main as pipeline_main
 from mae_dense.cli.report import main as report_main
 from mae_dense.suite.references import REFERENCES
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 COCO = 'configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py'
 PROBE = 'configs/demo/linear-probe_vit-tiny_synthetic_ade20k.py'
 SHORT = {'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2, 'default_hooks.checkpoint.interval': 2}
-
-
-def _yaml(path: Path, cfg: dict) -> Path:
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _probe_cfg(tmp_path: Path) -> str:
-    path = tmp_path / 'probe_cfg.py'
-    path.write_text('model = dict(pretrained=None, backbone=dict(embed_dim=96))\n')
-    return str(path)
 
 
 def _run_pipeline(path: Path, cwd: Path) -> None:
@@ -59,13 +47,6 @@ def _tables(md: Path) -> list[str]:
     return [line for line in md.read_text().splitlines() if line.startswith('|')]
 
 
-@pytest.fixture
-def fake_probe(monkeypatch):
-    monkeypatch.setenv('PYTHONPATH', str(TESTS))
-    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
-    monkeypatch.delenv('FAKE_PROBE_FAIL', raising=False)
-
-
 def test_failing_cell_is_recorded_the_others_go_on_and_resume_redoes_only_it(
     tmp_path, fake_probe, monkeypatch, capsys
 ):
@@ -82,10 +63,10 @@ def test_failing_cell_is_recorded_the_others_go_on_and_resume_redoes_only_it(
             dict(name='bad', checkpoint=str(weights['bad'])),
             dict(name='scratch', random=True),
         ],
-        probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+        probe=dict(config=probe_cfg(tmp_path), module='fake_probe'),
         report=dict(title='suite test'),
     )
-    path = _yaml(tmp_path / 'p.yaml', cfg)
+    path = write_yaml(tmp_path / 'p.yaml', cfg)
     monkeypatch.setenv('FAKE_PROBE_FAIL', 'bad.pth')
     assert pipeline_main([str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -158,9 +139,9 @@ def test_store_counts_a_cell_once_across_pipelines(tmp_path, fake_probe, capsys)
             db=str(db),
             seeds=seeds,
             backbones=[dict(name='mine', checkpoint=str(copy))],
-            probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+            probe=dict(config=probe_cfg(tmp_path), module='fake_probe'),
         )
-        assert pipeline_main([str(_yaml(tmp_path / f'p{i}.yaml', cfg))]) == 0
+        assert pipeline_main([str(write_yaml(tmp_path / f'p{i}.yaml', cfg))]) == 0
     out = capsys.readouterr().out
     assert 'mine/probe/seed0: already in the results store' in out and 'mine/probe/seed1: done: mIoU' in out
     assert not (tmp_path / 'work1/mine/probe-seed0/probe').exists()  # not run again
@@ -254,7 +235,7 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path):
         ),
         qualitative=dict(images=1),
     )
-    path = _yaml(tmp_path / 'p.yaml', cfg)
+    path = write_yaml(tmp_path / 'p.yaml', cfg)
     _run_pipeline(path, cwd=tmp_path)
     results = tmp_path / 'results'
     board = json.loads((results / 'leaderboard.json').read_text())
@@ -323,9 +304,9 @@ def test_pretraining_backbone_records_the_lr_its_optimizer_had(tmp_path, fake_pr
                 ),
             )
         ],
-        probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+        probe=dict(config=probe_cfg(tmp_path), module='fake_probe'),
     )
-    path = _yaml(tmp_path / 'p.yaml', cfg)
+    path = write_yaml(tmp_path / 'p.yaml', cfg)
     _run_pipeline(path, cwd=ROOT)
     rows = {r['task']: r for r in _store(tmp_path / 'results/results.sqlite')}
     recipe = json.loads(rows['pretrain']['recipe'])
@@ -351,9 +332,9 @@ def test_changed_weights_rerun_the_cell_and_keep_the_old_run_aside(tmp_path, fak
         work_dir=str(tmp_path / 'work'),
         results_dir=str(tmp_path / 'results'),
         backbones=[dict(name='mine', checkpoint=str(weights))],
-        probe=dict(config=_probe_cfg(tmp_path), module='fake_probe'),
+        probe=dict(config=probe_cfg(tmp_path), module='fake_probe'),
     )
-    path = _yaml(tmp_path / 'p.yaml', cfg)
+    path = write_yaml(tmp_path / 'p.yaml', cfg)
     assert pipeline_main([str(path)]) == 0
     weights.write_bytes(b'retrained weights')  # same name, same path, other weights
     assert pipeline_main([str(path)]) == 0

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_MAE
+from helpers import (
+    TINY_MAE,
+    TINY_MAE_CONFIG,
+    Killed,
+    assert_same_weights,
+    config_with_hooks,
+    log_text,
+    model_state,
+)
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS, OPTIM_WRAPPERS
 
@@ -25,12 +33,13 @@ from mae_dense.models.vit import VisionTransformer
 from mae_dense.openmmlab.optim import SkipNonFiniteAmpOptimWrapper
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / 'configs/pretrain/mae_vit-tiny-p8_1xb16-amp-coslr-10e_synthetic.py'
 BASE = ROOT / 'configs/pretrain/mae_vit-base-p16_8xb512-amp-coslr-1600e_in1k.py'
 TINY_BLR = 0.06  # the demo config's base_lr
 
 
-def train(work_dir: Path, data_root: Path, *options: str, config: Path = DEMO, resume: bool = False) -> int:
+def train(
+    work_dir: Path, data_root: Path, *options: str, config: Path = TINY_MAE_CONFIG, resume: bool = False
+) -> int:
     """``tools/train.py CONFIG`` in this process; a unique experiment name keeps mmengine's loggers apart."""
     argv = [str(config), '--work-dir', str(work_dir), '--cfg-options']
     argv += [f'experiment_name={work_dir.parent.name}-{work_dir.name}']
@@ -38,17 +47,9 @@ def train(work_dir: Path, data_root: Path, *options: str, config: Path = DEMO, r
     return train_main(argv + (['--resume'] if resume else []))
 
 
-def log_text(work_dir: Path) -> str:
-    return '\n'.join(p.read_text() for p in sorted(work_dir.glob('*/*.log')))
-
-
 def scalars(work_dir: Path) -> list[dict]:
     (path,) = work_dir.glob('*/vis_data/scalars.json')
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def model_state(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(path)['state_dict']  # through the project's loading policy
 
 
 @pytest.fixture(scope='module')
@@ -164,10 +165,6 @@ def test_checkpoint_transfers_to_seg_and_det_and_lr_follows_effective_batch(tmp_
             assert torch.equal(vit.state_dict()[name], sd[f'backbone.{name}'])
 
 
-class _Killed(Exception):
-    pass
-
-
 @HOOKS.register_module(name='KillAfterEpochForTests', force=True)
 class _KillAfterEpoch(Hook):
     """Stands for a killed job: raises after the checkpoint of ``epoch`` has been written."""
@@ -179,7 +176,7 @@ class _KillAfterEpoch(Hook):
 
     def after_train_epoch(self, runner) -> None:
         if runner.epoch + 1 == self.epoch:
-            raise _Killed
+            raise Killed
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, folder):
@@ -193,13 +190,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, folder):
     ]
     assert train(tmp_path / 'straight', folder, *options) == 0
 
-    killed = tmp_path / 'killed.py'
-    killed.write_text(
-        f'_base_ = {str(DEMO)!r}\n'
-        "custom_hooks = [dict(type='RandomStateHook'), dict(type='MAEPretrainHook'),\n"
-        "                dict(type='KillAfterEpochForTests', epoch=1)]\n"
-    )
-    with pytest.raises(_Killed):
+    killed = config_with_hooks(tmp_path, TINY_MAE_CONFIG, dict(type='KillAfterEpochForTests', epoch=1))
+    with pytest.raises(Killed):
         train(tmp_path / 'resumed', folder, *options, config=killed)
     assert (tmp_path / 'resumed' / 'epoch_1.pth').is_file()
     assert not (tmp_path / 'resumed' / 'epoch_2.pth').exists()
@@ -207,10 +199,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, folder):
     assert 'restored the RNG states of 1 process(es)' in log_text(tmp_path / 'resumed')
 
     a = model_state(tmp_path / 'straight' / 'epoch_2.pth')
-    b = model_state(tmp_path / 'resumed' / 'epoch_2.pth')
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    assert_same_weights(a, model_state(tmp_path / 'resumed' / 'epoch_2.pth'))
     first = model_state(tmp_path / 'resumed' / 'epoch_1.pth')
     assert not torch.equal(first['decoder_pred.weight'], a['decoder_pred.weight'])  # epoch 2 did train
 

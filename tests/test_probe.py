@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import randomize_
+from helpers import randomize_, timm_vit
 from helpers import run_tool as _run
 
 import mae_dense.openmmlab  # noqa: F401
 import mae_dense.openmmlab.probe  # noqa: F401
+from mae_dense.checkpoint import convert_state_dict
 from mae_dense.cli import probe as probe_cli
 from mae_dense.data import generate_synthetic_ade20k
 from mae_dense.data.feature_cache import FeatureCache, FeatureCacheWriter
@@ -80,6 +81,17 @@ def test_frozen_vit_features_are_the_normed_last_blocks_and_never_train():
             maps.append(t.transpose(1, 2).reshape(2, 96, *hw))
     torch.testing.assert_close(out, torch.cat(maps, 1))
     assert out.shape == (2, 192, 4, 6) and not out.requires_grad
+
+    # an independent reference: timm's ViT on the same weights (timm's names through the project's
+    # converter), its DINO-style get_intermediate_layers at the native 128x128
+    ref = timm_vit(img=TINY_VIT['img_size'], **{k: v for k, v in TINY_VIT.items() if k != 'img_size'})
+    ref.load_state_dict(convert_state_dict(vit.state_dict(), 'timm'))  # strict: every tensor placed
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expect = torch.cat(ref.get_intermediate_layers(x, n=2, reshape=True, norm=True), 1)
+    out = frozen(x)
+    assert out.shape == expect.shape == (2, 192, 8, 8)
+    torch.testing.assert_close(out, expect, rtol=1e-5, atol=1e-5)
 
 
 def test_random_init_is_seeded_and_leaves_the_global_generator_alone():

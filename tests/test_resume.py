@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import config_with_hooks
+from helpers import (
+    TINY_MAE_CONFIG,
+    Killed,
+    assert_same_weights,
+    config_with_hooks,
+    log_text,
+    model_state,
+)
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.fileio import get_file_backend
 from mmengine.hooks import Hook
@@ -23,9 +30,7 @@ from mmengine.runner import loops as mmengine_loops
 from torch.utils.data import BatchSampler, DataLoader
 
 import mae_dense.openmmlab  # noqa: F401  (registries, atomic backend, loading policy)
-from mae_dense.checkpoint import load_file
 from mae_dense.cli.train import main as train_main
-from mae_dense.data import generate_synthetic_image_folder
 from mae_dense.openmmlab.checkpointing import (
     AtomicLocalBackend,
     CrashSafeCheckpointHook,
@@ -34,9 +39,6 @@ from mae_dense.openmmlab.checkpointing import (
     choose_resume_checkpoint,
 )
 from mae_dense.openmmlab.loops import _ResumedInfiniteIterator
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / 'configs/pretrain/mae_vit-tiny-p8_1xb16-amp-coslr-10e_synthetic.py'
 
 
 def _checkpoint(path: Path, seed: int = 0) -> Path:
@@ -113,62 +115,42 @@ def test_choose_resume_checkpoint_skips_broken_files_but_never_takes_a_later_str
 
 
 # ------------------------------------------------------------------------------------- through the Runner
-@pytest.fixture(scope='module')
-def folder(tmp_path_factory) -> Path:
-    """16 images: batch 4 gives 4 iterations per epoch."""
-    return generate_synthetic_image_folder(tmp_path_factory.mktemp('imgs'), images_per_class=4, size=40)
-
-
-def train(work: Path, folder: Path, *options: str, config: Path = TINY) -> int:
+def train(work: Path, data_root: Path, *options: str, config: Path = TINY_MAE_CONFIG) -> int:
     argv = [str(config), '--work-dir', str(work), '--resume', '--cfg-options']
     argv += [
         f'experiment_name={work.parent.name}-{work.name}',
-        f'train_dataloader.dataset.data_root={folder}',
+        f'train_dataloader.dataset.data_root={data_root}',
     ]
     return train_main(argv + ['train_dataloader.batch_size=4', *options])
 
 
-def log_text(work: Path) -> str:
-    return '\n'.join(p.read_text() for p in sorted(work.glob('*/*.log')))
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(path)['state_dict']
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        torch.testing.assert_close(wb[key], wa[key], rtol=0, atol=1e-6, msg=key)
-
-
-def test_resume_skips_a_truncated_newest_checkpoint_in_one_line(tmp_path, folder, capsys):
+def test_resume_skips_a_truncated_newest_checkpoint_in_one_line(tmp_path, image_folder, capsys):
     options = [
         'train_cfg.max_epochs=3',
         'default_hooks.checkpoint.interval=1',
         'default_hooks.checkpoint.max_keep_ckpts=3',
     ]
-    assert train(tmp_path / 'straight', folder, *options) == 0
+    assert train(tmp_path / 'straight', image_folder, *options) == 0
     # the same run, its newest checkpoint cut short as a killed non-atomic writer leaves it
     work = tmp_path / 'broken'
     shutil.copytree(tmp_path / 'straight', work)
     (work / 'last_checkpoint').write_text(str(work / 'epoch_3.pth'))
     newest = work / 'epoch_3.pth'
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    assert train(work, folder, *options) == 0
+    assert train(work, image_folder, *options) == 0
 
     lines = [line for line in log_text(work).splitlines() if 'resume: skipped' in line]
     assert len(lines) == 1, lines
     assert f'resume: skipped {newest} (truncated' in lines[0]
     assert lines[0].endswith(f'; resuming from {work / "epoch_2.pth"}')
-    assert_same_weights(tmp_path / 'straight' / 'epoch_3.pth', newest)  # epoch 3 trained again, the same
+    # epoch 3 trained again, the same
+    assert_same_weights(model_state(tmp_path / 'straight' / 'epoch_3.pth'), model_state(newest))
 
     # nothing readable left: one line, and no fresh start over the run's files
     for name in ('epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth'):
         (work / name).write_bytes(b'')
     capsys.readouterr()
-    assert train(work, folder, *options) == 1
+    assert train(work, image_folder, *options) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f'error: {work}: no readable checkpoint to resume from')
 
@@ -193,9 +175,9 @@ class DiskFullAtSaveForTests(Hook):
             os.fsync = disk_full
 
 
-def test_a_failed_save_keeps_the_only_checkpoint(tmp_path, folder, capsys):
+def test_a_failed_save_keeps_the_only_checkpoint(tmp_path, image_folder, capsys):
     # max_keep_ckpts=1: mmengine deletes epoch_1.pth *before* writing epoch_2.pth; here it must survive
-    config = config_with_hooks(tmp_path, TINY, dict(type='DiskFullAtSaveForTests', save=2))
+    config = config_with_hooks(tmp_path, TINY_MAE_CONFIG, dict(type='DiskFullAtSaveForTests', save=2))
     work = tmp_path / 'work'
     options = [
         'train_cfg.max_epochs=2',
@@ -203,7 +185,7 @@ def test_a_failed_save_keeps_the_only_checkpoint(tmp_path, folder, capsys):
         'default_hooks.checkpoint.max_keep_ckpts=1',
     ]
     capsys.readouterr()
-    assert train(work, folder, *options, config=config) == 1
+    assert train(work, image_folder, *options, config=config) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f'error: {work / "epoch_2.pth"}: cannot write the checkpoint (No space left on device); '
@@ -263,10 +245,6 @@ def test_a_failed_best_save_keeps_the_previous_best_checkpoint(tmp_path, indicat
     )
 
 
-class _Killed(Exception):
-    pass
-
-
 @HOOKS.register_module(force=True)
 class StopBeforeIterForTests(Hook):
     """Stands for a killed job: raises before iteration ``at_iter`` (1-based) starts."""
@@ -278,10 +256,10 @@ class StopBeforeIterForTests(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         if runner.iter + 1 == self.at_iter:
-            raise _Killed
+            raise Killed
 
 
-def test_pretraining_resumes_mid_epoch_exactly(tmp_path, folder):
+def test_pretraining_resumes_mid_epoch_exactly(tmp_path, image_folder):
     # 4 iterations per epoch, a checkpoint every 3: killed before iteration 6, resumed at iteration 3,
     # i.e. after the 3rd of epoch 1's 4 batches (mmengine's epoch loop would restart epoch 1 from batch 1)
     options = [
@@ -290,14 +268,14 @@ def test_pretraining_resumes_mid_epoch_exactly(tmp_path, folder):
         'default_hooks.checkpoint.interval=3',
         'default_hooks.checkpoint.max_keep_ckpts=1',
     ]
-    assert train(tmp_path / 'straight', folder, *options) == 0
-    config = config_with_hooks(tmp_path, TINY, dict(type='StopBeforeIterForTests', at_iter=6))
+    assert train(tmp_path / 'straight', image_folder, *options) == 0
+    config = config_with_hooks(tmp_path, TINY_MAE_CONFIG, dict(type='StopBeforeIterForTests', at_iter=6))
     work = tmp_path / 'resumed'
-    with pytest.raises(_Killed):
-        train(work, folder, *options, config=config)
+    with pytest.raises(Killed):
+        train(work, image_folder, *options, config=config)
     assert choose_resume_checkpoint(work) == (str(work / 'iter_3.pth'), [])
-    assert train(work, folder, *options) == 0
-    assert_same_weights(tmp_path / 'straight' / 'iter_8.pth', work / 'iter_8.pth')
+    assert train(work, image_folder, *options) == 0
+    assert_same_weights(model_state(tmp_path / 'straight' / 'iter_8.pth'), model_state(work / 'iter_8.pth'))
     assert 'resume: epoch 1 continues at batch 4 of 4 (sampler replayed, no batch loaded)' in log_text(work)
 
 
@@ -342,14 +320,14 @@ def test_replayed_sampler_continues_as_mmengines_advance(kind, start, monkeypatc
     assert [next(resumed) for _ in range(8)] == expected
 
 
-def test_a_checkpoint_inside_an_accumulation_window_says_so_once(tmp_path, folder):
+def test_a_checkpoint_inside_an_accumulation_window_says_so_once(tmp_path, image_folder):
     # 4 iterations per epoch, a window of 3: the checkpoints after epochs 1 and 2 hold 1 and 2 of 3
     options = [
         'train_cfg.max_epochs=2',
         'default_hooks.checkpoint.interval=1',
         'optim_wrapper.accumulative_counts=3',
     ]
-    assert train(tmp_path / 'work', folder, *options) == 0
+    assert train(tmp_path / 'work', image_folder, *options) == 0
     lines = [
         line for line in log_text(tmp_path / 'work').splitlines() if 'gradient-accumulation window' in line
     ]

@@ -7,28 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import TINY_MAE, run_tool
+from helpers import TINY_MAE, TINY_MAE_CONFIG, log_text, run_tool
 
 import mae_dense.openmmlab  # noqa: F401  (registries)
 from mae_dense.checkpoint import load_file
 from mae_dense.cli.test import main as evaluate
 from mae_dense.cli.train import main as train_main
-from mae_dense.data import generate_synthetic_ade20k, generate_synthetic_image_folder
+from mae_dense.data import generate_synthetic_ade20k
 from mae_dense.openmmlab.runner import fit_loader_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / 'configs/pretrain/mae_vit-tiny-p8_1xb16-amp-coslr-10e_synthetic.py'
 ADE_DEMO = ROOT / 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 NO_WORKERS_OPTIONS = ['num_workers=0', 'persistent_workers=True', 'pin_memory=True', 'prefetch_factor=2']
-
-
-def log_text(work: Path) -> str:
-    return '\n'.join(p.read_text() for p in sorted(work.glob('*/*.log')))
-
-
-@pytest.fixture(scope='module')
-def folder(tmp_path_factory) -> Path:
-    return generate_synthetic_image_folder(tmp_path_factory.mktemp('imgs'), images_per_class=4, size=40)
 
 
 def test_fit_loader_cfg_drops_what_needs_workers_or_an_accelerator():
@@ -45,16 +35,16 @@ def test_fit_loader_cfg_drops_what_needs_workers_or_an_accelerator():
     assert fit_loader_cfg(with_workers, accelerator=True) == (with_workers, [])
 
 
-def test_pretraining_fits_loader_batch_and_schedule_to_a_tiny_cpu_run(tmp_path, folder):
+def test_pretraining_fits_loader_batch_and_schedule_to_a_tiny_cpu_run(tmp_path, image_folder):
     # 16 images, batch 64 with drop_last=True (no iteration at all), worker-only options, 1 epoch while the
     # cosine phase begins after a 1-epoch warm-up (mmengine refuses a scheduler with begin >= end)
     work = tmp_path / 'work'
     argv = [
-        str(TINY),
+        str(TINY_MAE_CONFIG),
         '--work-dir',
         str(work),
         '--cfg-options',
-        f'train_dataloader.dataset.data_root={folder}',
+        f'train_dataloader.dataset.data_root={image_folder}',
     ]
     argv += [f'train_dataloader.{option}' for option in NO_WORKERS_OPTIONS]
     argv += ['train_dataloader.batch_size=64', 'train_cfg.max_epochs=1', 'experiment_name=tiny-cpu']
@@ -114,7 +104,7 @@ def test_batch_of_one_under_batchnorm_stops_with_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_new_user_dist_train_command_runs_on_cpu(tmp_path, folder):
+def test_new_user_dist_train_command_runs_on_cpu(tmp_path, image_folder):
     # What a new user types to try the ViT-B recipe on a laptop (model shrunk to keep the test short)
     args = [
         'sh',
@@ -122,7 +112,7 @@ def test_new_user_dist_train_command_runs_on_cpu(tmp_path, folder):
         'configs/pretrain/mae_vit-base-p16_8xb512-amp-coslr-800e_in1k.py',
     ]
     args += ['2', '--cfg-options', 'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0']
-    args += ['train_cfg.max_epochs=1', f'train_dataloader.dataset.data_root={folder}']
+    args += ['train_cfg.max_epochs=1', f'train_dataloader.dataset.data_root={image_folder}']
     tiny = ['model.arch=None', *(f'model.{k}={v}' for k, v in TINY_MAE.items())]  # the tiny MAE's sizes
     args += [*tiny, 'train_dataloader.dataset.img_size=32']
     (tmp_path / 'configs').symlink_to(ROOT / 'configs')

@@ -8,13 +8,11 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import probe_cfg, write_yaml
 
 from mae_dense.cli.pipeline import main as pipeline_main
 from mae_dense.suite.launch import Launcher
 from mae_dense.suite.schedule import Job, run_jobs, visible_devices
-
-TESTS = Path(__file__).resolve().parent
 
 
 class _Tracker:
@@ -137,7 +135,6 @@ def test_slurm_commands_follow_slurm_train_sh(monkeypatch):
 
 
 def _probe_pipeline(tmp_path: Path, **extra) -> Path:
-    (tmp_path / 'probe_cfg.py').write_text('model = dict(pretrained=None, backbone=dict(embed_dim=96))\n')
     weights = [tmp_path / f'w{i}.pth' for i in range(2)]
     for i, w in enumerate(weights):
         w.write_bytes(bytes([i]) * 16)
@@ -145,12 +142,10 @@ def _probe_pipeline(tmp_path: Path, **extra) -> Path:
         work_dir=str(tmp_path / 'work'),
         results_dir=str(tmp_path / 'results'),
         backbones=[dict(name=f'b{i}', checkpoint=str(w)) for i, w in enumerate(weights)],
-        probe=dict(config=str(tmp_path / 'probe_cfg.py'), module='fake_probe'),
+        probe=dict(config=probe_cfg(tmp_path), module='fake_probe'),
         **extra,
     )
-    path = tmp_path / 'p.yaml'
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_yaml(tmp_path / 'p.yaml', cfg)
 
 
 def _calls(tmp_path: Path) -> dict[str, dict]:
@@ -160,8 +155,7 @@ def _calls(tmp_path: Path) -> dict[str, dict]:
     }
 
 
-def test_pipeline_runs_probes_concurrently_one_gpu_each(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv('PYTHONPATH', str(TESTS))
+def test_pipeline_runs_probes_concurrently_one_gpu_each(tmp_path, fake_probe, monkeypatch, capsys):
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0,1')  # a fake two-GPU machine
     (tmp_path / 'barrier').mkdir()
     monkeypatch.setenv('FAKE_PROBE_BARRIER', f'{tmp_path / "barrier"}:2')  # each waits for the other
@@ -196,9 +190,7 @@ def fake_srun(tmp_path, monkeypatch) -> Path:
     return log
 
 
-def test_pipeline_submits_each_cell_through_srun(tmp_path, monkeypatch, capsys, fake_srun):
-    monkeypatch.setenv('PYTHONPATH', str(TESTS))
-    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+def test_pipeline_submits_each_cell_through_srun(tmp_path, fake_probe, monkeypatch, capsys, fake_srun):
     (tmp_path / 'barrier').mkdir()
     monkeypatch.setenv('FAKE_PROBE_BARRIER', f'{tmp_path / "barrier"}:2')  # Slurm runs both at once
     path = _probe_pipeline(

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import write_yaml
 
 from mae_dense.cli.pipeline import main as pipeline_main
 from mae_dense.config_files import CONFIG_ROOT
@@ -17,15 +17,9 @@ ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 PRETRAIN = 'configs/demo/mae_vit-tiny-p16_synthetic.py'
 
 
-def _write(tmp_path: Path, cfg: dict) -> Path:
-    path = tmp_path / 'p.yaml'
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def _error(cfg: dict, tmp_path: Path) -> str:
     with pytest.raises(PipelineError) as exc:
-        load_spec(_write(tmp_path, cfg))
+        load_spec(write_yaml(tmp_path / 'p.yaml', cfg))
     message = str(exc.value)
     assert '\n' not in message
     return message
@@ -143,7 +137,9 @@ def test_missing_checkpoint_stops_before_anything_runs(tmp_path, capsys):
         ],
         ade20k=dict(config=ADE),
     )
-    rc = pipeline_main([str(_write(tmp_path, cfg)), '--results-dir', str(tmp_path / 'results')])
+    rc = pipeline_main(
+        [str(write_yaml(tmp_path / 'p.yaml', cfg)), '--results-dir', str(tmp_path / 'results')]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err == [
         f'error: {tmp_path}/p.yaml: backbones[1] (official): checkpoint {tmp_path}/gone.pth: file not found'
