@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from mmengine.dist import get_rank
@@ -33,14 +34,29 @@ class SigkillForTests(Hook):
         during_save: ``'write'``: the temporary checkpoint file is cut to ``fraction`` of its bytes, as if
             killed while writing; ``'rename'``: the new checkpoint is in place, ``last_checkpoint`` not
             yet updated; ``'publish'``: ``last_checkpoint`` updated, the retired checkpoint not yet deleted.
-        rank: the process that dies (torchrun then stops the others).
+        rank: the process that dies (torchrun then stops the others). With ``during_save='write'`` and a
+            rank other than 0, that rank dies *while rank 0 writes*, by construction: rank 0 cuts the
+            temporary file, says so in ``<marker>.writing`` and waits; the other rank, which saves nothing,
+            waits for that file after the iteration ``at_iter`` (a checkpoint iteration) and dies, and
+            torchrun ends rank 0 in the middle of its write.
         fraction: the part of the temporary file left by ``'write'``.
+        save_delay: without ``during_save``, rank 0 sleeps this many seconds at the start of each save
+            before iteration ``at_iter`` in the run that kills: a rank that could run past a checkpoint not
+            yet on disk would then die before it is.
     """
 
-    priority = 'HIGHEST'
+    # After RandomStateHook (LOW), whose RNG gather before a save is a collective every rank must reach,
+    # before CheckpointHook (VERY_LOW), whose save ends with a barrier.
+    priority = 80
 
     def __init__(
-        self, marker: str, at_iter: int, during_save: str | None = None, rank: int = 0, fraction: float = 0.5
+        self,
+        marker: str,
+        at_iter: int,
+        during_save: str | None = None,
+        rank: int = 0,
+        fraction: float = 0.5,
+        save_delay: float = 0.0,
     ) -> None:
         if during_save not in (None, *SAVE_STAGES):
             raise ValueError(f'during_save={during_save!r}: expected one of {SAVE_STAGES} or None')
@@ -49,6 +65,9 @@ class SigkillForTests(Hook):
         self.during_save = during_save
         self.rank = rank
         self.fraction = fraction
+        self.save_delay = save_delay if not self.marker.exists() else 0.0  # (the relaunches run at speed)
+        self.writing = Path(f'{marker}.writing')
+        self.peer = during_save == 'write' and rank != 0  # another rank dies while rank 0 writes
 
     def _fire(self) -> bool:
         if get_rank() != self.rank or self.marker.exists():
@@ -60,11 +79,33 @@ class SigkillForTests(Hook):
         if self.during_save is None and runner.iter + 1 == self.at_iter and self._fire():
             _die()
 
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not (self.peer and runner.iter + 1 == self.at_iter and self._fire()):
+            return
+        deadline = time.monotonic() + 300
+        while not self.writing.exists():  # rank 0 is in the middle of writing checkpoint ``at_iter``
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'rank 0 did not start writing checkpoint {self.at_iter} within 300 s')
+            time.sleep(0.05)
+        _die()
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self.during_save and checkpoint['meta']['iter'] >= self.at_iter and self._fire():
+        if self.during_save is None and checkpoint['meta']['iter'] < self.at_iter:
+            time.sleep(self.save_delay)
+        if not (self.during_save and checkpoint['meta']['iter'] >= self.at_iter):
+            return
+        if self.peer:  # rank 0 (the only one that saves): stop mid-write until torchrun ends it
+            if not self.writing.exists():  # (the marker is rank 1's: it may already be there)
+                self._die_in_save(stop=self._wait_for_the_end)
+        elif self._fire():
             self._die_in_save()
 
-    def _die_in_save(self) -> None:
+    def _wait_for_the_end(self) -> None:
+        self.writing.touch()
+        while True:
+            time.sleep(1)
+
+    def _die_in_save(self, stop=_die) -> None:
         # The process is about to die: patching os for the rest of its life is harmless.
         if self.during_save == 'write':
             real_fsync = os.fsync
@@ -72,7 +113,7 @@ class SigkillForTests(Hook):
             def cut_and_die(fd: int) -> None:  # the first fsync is the temporary checkpoint file's
                 os.ftruncate(fd, int(os.fstat(fd).st_size * self.fraction))
                 real_fsync(fd)
-                _die()
+                stop()
 
             os.fsync = cut_and_die
             return

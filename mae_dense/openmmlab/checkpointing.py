@@ -10,6 +10,11 @@ Installed by ``import mae_dense.openmmlab`` through mmengine's own extension poi
   it writes the new checkpoint, then ``last_checkpoint`` (atomically), and only then deletes the checkpoint
   that ``max_keep_ckpts`` retires. mmengine 0.10 deletes it *before* saving, so with ``max_keep_ckpts=1`` a
   kill during the save left no checkpoint at all. The same order holds for the ``save_best`` checkpoint.
+* **No rank passes a checkpoint that is not on disk.** mmengine saves on rank 0 only, with no barrier, so
+  the other ranks used to run on while rank 0 was still writing; one of them dying then (torchrun ends rank
+  0 mid-write) lost the whole interval. Every save (interval, last, ``save_best``) ends with a barrier
+  after rank 0's atomic write and ``last_checkpoint`` update: a kill of any rank after it resumes from that
+  checkpoint, a kill before it from the previous one.
 * **Resume skips what cannot be read.** On an automatic resume (``resume=True`` / ``--resume`` without a
   file) the checkpoint that ``last_checkpoint`` names is checked first (zip directory and CRCs, no
   unpickling); if it is truncated or unreadable, the newest older checkpoint of the same run that is
@@ -26,7 +31,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from mmengine.dist import broadcast_object_list, get_world_size, is_main_process
+from mmengine.dist import barrier, broadcast_object_list, get_world_size, is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
@@ -179,7 +184,9 @@ class CrashSafeCheckpointHook(CheckpointHook):
     * likewise the previous ``save_best`` checkpoint is deleted only after the new best one is written;
     * an automatic resume skips a truncated or unreadable newest checkpoint (:func:`choose_resume_checkpoint`)
       and says so in one line; with nothing readable left it stops with one line instead of starting over;
-    * partial files of an interrupted save are removed when training starts again.
+    * partial files of an interrupted save are removed when training starts again;
+    * in a distributed run every save ends with a barrier once the checkpoint and ``last_checkpoint`` are on
+      disk, so no rank runs ahead of a checkpoint that a kill could still lose.
     """
 
     def before_run(self, runner) -> None:
@@ -253,12 +260,12 @@ class CrashSafeCheckpointHook(CheckpointHook):
             raise CheckpointError(
                 f'{self.last_ckpt}: cannot write the checkpoint ({exc.strerror or exc}); {kept}'
             ) from None
-        if not is_main_process():
-            return
-        self._warn_if_mid_accumulation(runner, step)
-        atomic_write(os.path.join(runner.work_dir, 'last_checkpoint'), str(self.last_ckpt).encode())
-        if retired is not None:
-            self._retire(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(retired)))
+        if is_main_process():
+            self._warn_if_mid_accumulation(runner, step)
+            atomic_write(os.path.join(runner.work_dir, 'last_checkpoint'), str(self.last_ckpt).encode())
+            if retired is not None:
+                self._retire(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(retired)))
+        barrier()  # no rank runs past a checkpoint that is not complete on disk (a no-op on one process)
 
     def _save_best_checkpoint(self, runner, metrics) -> None:
         # mmengine deletes the previous best checkpoint *before* it writes the new one, so a kill or a full
@@ -282,6 +289,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 elif old and old != new and is_main_process():
                     self._retire(old)
                     runner.logger.info(f'The previous best checkpoint {old} is removed')
+        barrier()  # as for interval checkpoints: the best checkpoint is on disk before any rank goes on
 
     def _set_best_path(self, key: str | None, path: str | None) -> None:
         if key is None:
