@@ -216,7 +216,9 @@ def mmseg_segmentor():
     return randomize_(MODELS.build(cfg), seed=7)
 
 
-def build_segmentor(crop=32, stride=21, classes=5):
+def build_segmentor(crop=32, stride=21, classes=5, **overrides):
+    """A tiny UperNet (``MAEDenseEncoderDecoder``) with random weights, in eval mode; ``overrides`` are
+    more keys of the model config (``auxiliary_head``, ``train_cfg``)."""
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
@@ -227,27 +229,30 @@ def build_segmentor(crop=32, stride=21, classes=5):
 
     model = MODELS.build(
         ConfigDict(
-            type='MAEDenseEncoderDecoder',
-            backbone=dict(
-                type='MAEDenseViT',
-                mode='seg',
-                img_size=crop,
-                out_indices=[0, 1, 2, 3],
-                init_values=1.0,
-                **TINY,
+            dict(
+                type='MAEDenseEncoderDecoder',
+                backbone=dict(
+                    type='MAEDenseViT',
+                    mode='seg',
+                    img_size=crop,
+                    out_indices=[0, 1, 2, 3],
+                    init_values=1.0,
+                    **TINY,
+                ),
+                neck=dict(
+                    type='Feature2Pyramid', embed_dim=64, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='BN')
+                ),
+                decode_head=dict(
+                    type='UPerHead',
+                    in_channels=[64] * 4,
+                    in_index=[0, 1, 2, 3],
+                    channels=32,
+                    num_classes=classes,
+                    norm_cfg=dict(type='BN'),
+                ),
+                test_cfg=dict(mode='slide', crop_size=(crop, crop), stride=(stride, stride), max_batch=5),
             ),
-            neck=dict(
-                type='Feature2Pyramid', embed_dim=64, rescales=[4, 2, 1, 0.5], norm_cfg=dict(type='BN')
-            ),
-            decode_head=dict(
-                type='UPerHead',
-                in_channels=[64] * 4,
-                in_index=[0, 1, 2, 3],
-                channels=32,
-                num_classes=classes,
-                norm_cfg=dict(type='BN'),
-            ),
-            test_cfg=dict(mode='slide', crop_size=(crop, crop), stride=(stride, stride), max_batch=5),
+            **overrides,
         )
     )
     randomize_(model, seed=3)

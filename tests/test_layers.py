@@ -214,3 +214,40 @@ def test_flex_kernel_gradients_equal_eager_on_cuda(case):
     torch.testing.assert_close(out, out_e, rtol=1e-4, atol=1e-4)
     for name in grads:
         torch.testing.assert_close(grads[name], grads_e[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize('case', ['beit-equal', 'decomposed-windowed-padded'])
+def test_an_sdpa_that_drops_the_bias_gradient_is_caught_and_replaced(case, monkeypatch, caplog):
+    """Some SDPA kernels (cuDNN's) return no gradient for the additive mask. Stand in for one: the check on
+    first use must catch it, say so in one line, and the layer must train through the eager path."""
+    from mae_dense.layers import attention
+
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def drops_mask_grad(q, k, v, attn_mask=None, **kw):
+        return real(q, k, v, attn_mask=None if attn_mask is None else attn_mask.detach(), **kw)
+
+    attention._sdpa_returns_bias_grad.cache_clear()
+    assert attention.sdpa_returns_bias_grad(torch.randn(2, 4, 13, 8), torch.randn(1, 4, 13, 13))  # CPU's does
+    monkeypatch.setattr(torch.nn.functional, 'scaled_dot_product_attention', drops_mask_grad)
+    attention._sdpa_returns_bias_grad.cache_clear()
+    try:
+        with caplog.at_level('WARNING', logger=attention.__name__):
+            out, grads = _out_and_grads(*_attn_block(case, 'sdpa'))
+            _out_and_grads(*_attn_block(case, 'sdpa'))  # a second model of the same shapes: said once
+        # without the check the bias would get no gradient at all
+        block, x, grid = _attn_block(case, 'sdpa')
+        tables = [p for n, p in block.named_parameters() if 'rel' in n]
+        unchecked = attention.Attention.forward.__globals__
+        monkeypatch.setitem(unchecked, 'sdpa_returns_bias_grad', lambda q, bias: True)
+        block(x, grid).square().sum().backward()
+        assert all(p.grad is None or not p.grad.any() for p in tables)
+    finally:
+        attention._sdpa_returns_bias_grad.cache_clear()
+    out_e, grads_e = _out_and_grads(*_attn_block(case, 'eager'))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and 'returns no correct gradient for its additive mask' in lines[0], lines
+    torch.testing.assert_close(out, out_e, rtol=1e-5, atol=1e-6)
+    for name in grads:
+        assert grads[name].abs().sum() > 0, name
+        torch.testing.assert_close(grads[name], grads_e[name], rtol=1e-4, atol=1e-5, msg=name)

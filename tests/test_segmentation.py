@@ -215,3 +215,64 @@ def test_auto_max_batch_follows_crop_and_free_memory(monkeypatch):
     monkeypatch.setattr(dense_inference, 'available_memory', lambda device: 2 * 2**30)
     assert auto_max_batch(16, (512, 512), 150, out, cpu) == 1  # 512 MB budget: below one crop, still 1
     assert auto_max_batch(16, (512, 512), 150, out, cuda) == 1
+
+
+def _seg_batch(classes: int, size: int = 32, batch: int = 2):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    gen = torch.Generator().manual_seed(5)
+    inputs = torch.randn(batch, 3, size, size, generator=gen)
+    samples = []
+    for _ in range(batch):
+        label = torch.randint(0, classes, (1, size, size), generator=gen)
+        label[:, :5] = 255  # ignored rows
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size)))
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample)
+    return inputs, samples
+
+
+@pytest.mark.parametrize('avg_non_ignore', [False, True])
+def test_banded_upsampled_loss_equals_mmseg_loss_and_gradients(avg_non_ignore):
+    """train_cfg.loss_band_rows: the heads' losses, acc_seg and every parameter's gradient equal mmseg's
+    loss_by_feat (resize to the label, CrossEntropyLoss, accuracy) on the same weights and batch."""
+    ce = dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, avg_non_ignore=avg_non_ignore)
+    aux = dict(
+        type='FCNHead', in_channels=64, in_index=2, channels=16, num_convs=1, num_classes=5,
+        norm_cfg=dict(type='BN'), loss_decode=dict(ce, loss_weight=0.4),
+    )  # fmt: skip
+    ref = build_segmentor(auxiliary_head=aux)
+    banded = build_segmentor(auxiliary_head=aux, train_cfg=dict(loss_band_rows=7))
+    banded.load_state_dict(ref.state_dict())
+    inputs, samples = _seg_batch(classes=5)
+    results = []
+    for model in (ref, banded):
+        model.train()
+        torch.manual_seed(0)  # the heads' dropout draws the same masks
+        losses = model.loss(inputs, samples)
+        sum(v for k, v in losses.items() if 'loss' in k).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((losses, grads))
+    (losses_ref, grads_ref), (losses, grads) = results
+    assert losses.keys() == losses_ref.keys() == {
+        'decode.loss_ce', 'decode.acc_seg', 'aux.loss_ce', 'aux.acc_seg'
+    }  # fmt: skip
+    for key in losses:
+        torch.testing.assert_close(losses[key], losses_ref[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert grads.keys() == grads_ref.keys() and len(grads) > 10
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_banded_loss_refuses_a_loss_it_does_not_compute():
+    from mae_dense.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r'model.decode_head has CrossEntropyLoss; .*remove loss_band_rows'):
+        build_segmentor(
+            train_cfg=dict(loss_band_rows=64),
+            decode_head=dict(
+                type='UPerHead', in_channels=[64] * 4, in_index=[0, 1, 2, 3], channels=32, num_classes=5,
+                loss_decode=dict(type='CrossEntropyLoss', class_weight=[1.0] * 5),
+            ),
+        )  # fmt: skip

@@ -10,11 +10,17 @@
 * ``'eager'``: the explicit softmax(q k^T * scale + bias) v (what FLOP counters and the references do).
 * ``'auto'``: ``'flex'`` on CUDA when there is a relative-position bias, else ``'sdpa'`` (so on CPU exactly
   ``'sdpa'``).
+
+SDPA must return the gradient of a trainable bias, and not every kernel behind it does (cuDNN's attention on
+recent GPUs may leave the mask without one). The first training call of each shape and dtype checks it on
+a small random copy (:func:`sdpa_returns_bias_grad`); where the gradient is missing or wrong, that layer
+uses the eager path instead, and one warning line says so.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 
 import torch
@@ -33,6 +39,7 @@ from .rel_pos import (
 )
 
 ATTN_IMPLS = ('auto', 'sdpa', 'flex', 'eager')
+_log = logging.getLogger(__name__)
 
 
 def resolve_attn_impl(attn_impl: str, rel_pos: str | None, device: torch.device) -> str:
@@ -74,6 +81,52 @@ def _call_flex_static(kernel: Callable, q, k, v, score_mod) -> torch.Tensor:
 # computed in the same graph (the bias, inside a compiled block): on CPU the call leaves the block's graph
 # and runs as its own compiled kernel (``recursive=False``: the kernel itself stays compiled).
 _outside_compiled_graph = torch.compiler.disable(_call_flex_static, recursive=False)
+
+
+@functools.cache
+def _sdpa_returns_bias_grad(
+    device: torch.device, dtype: torch.dtype, q_shape: tuple, q_stride: tuple, bias_shape: tuple
+) -> bool:
+    gen = torch.Generator(device=device).manual_seed(0)
+    # q, k, v with the real ones' strides (views into one qkv projection): kernels are chosen by them too
+    q, k, v = (
+        torch.empty_strided(q_shape, q_stride, device=device, dtype=dtype).normal_(generator=gen)
+        for _ in range(3)
+    )
+    q.requires_grad_(True)  # (the output has a graph even when the mask gets no gradient)
+    bias = torch.randn(bias_shape, generator=gen, device=device, dtype=dtype)
+    weights = torch.randn(q_shape, generator=gen, device=device, dtype=dtype)
+    grads = []
+    for fast in (True, False):
+        b = bias.clone().requires_grad_(True)
+        if fast:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=b)
+        else:  # the eager formula, in fp32
+            attn = (q.float() * q.shape[-1] ** -0.5) @ k.float().transpose(-2, -1) + b.float()
+            out = attn.softmax(-1) @ v.float()
+        (grad,) = torch.autograd.grad((out.float() * weights.float()).sum(), b, allow_unused=True)
+        grads.append(grad)
+    fast, eager = grads
+    tol = 1e-4 if dtype == torch.float32 else 2e-2  # (half precision: its own rounding, not a missing grad)
+    ok = fast is not None and bool(
+        ((fast.float() - eager).abs().max() / eager.abs().max().clamp_min(1e-6)) <= tol
+    )
+    if not ok:
+        _log.warning(
+            f'attention: scaled_dot_product_attention on {device} ({str(dtype).replace("torch.", "")}, '
+            f'{q_shape[-2]} tokens) returns no correct gradient for its additive mask; the layers with a '
+            "trainable relative-position bias use attn_impl='eager' there instead, which does"
+        )
+    return ok
+
+
+@torch.compiler.disable
+def sdpa_returns_bias_grad(q: torch.Tensor, bias: torch.Tensor) -> bool:
+    """Whether ``F.scaled_dot_product_attention`` returns the right gradient for an additive mask of
+    ``bias``'s shape with queries like ``q`` on their device and dtype (checked once per shape and dtype on
+    random data: one extra small attention forward and backward)."""
+    with torch.enable_grad(), torch.autocast(q.device.type, enabled=False):
+        return _sdpa_returns_bias_grad(q.device, q.dtype, tuple(q.shape), q.stride(), tuple(bias.shape))
 
 
 class Attention(nn.Module):
@@ -176,7 +229,9 @@ class Attention(nn.Module):
             elif self.rel_pos == 'decomposed':
                 bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
             if bias is not None:
-                bias = bias.to(q.dtype)
+                bias = bias.to(q.dtype)  # (a float32 mask beside bf16 queries is misread by some kernels)
+                if impl == 'sdpa' and bias.requires_grad and not sdpa_returns_bias_grad(q, bias):
+                    impl = 'eager'  # (said once, by the check)
             if impl == 'sdpa':
                 x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
             else:
