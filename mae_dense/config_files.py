@@ -16,6 +16,9 @@ from .errors import MAEDenseError, ToolError, exception_line
 __all__ = ['CONFIG_ROOT', 'closest_shipped', 'config_from_file', 'shipped_config', 'shipped_configs']
 
 CONFIG_ROOT = Path(__file__).resolve().parent / 'configs'
+# How a probe config runs: its ``fast_mode`` section merged (cached features, lr sweep) or the config as it
+# is (the probe command's --mode, and probe.mode in a pipeline)
+PROBE_MODES = ('fast', 'augmented')
 
 
 def shipped_configs() -> list[Path]:

@@ -150,6 +150,42 @@ def test_store_counts_a_cell_once_across_pipelines(tmp_path, fake_probe, capsys)
     assert {r['metric']: r['n'] for r in board['results']} == {'mIoU': 2, 'aAcc': 2}
 
 
+def test_a_cell_is_plain_data_that_runs_after_pickling(tmp_path, fake_probe):
+    """Cells are objects a cluster job can carry: pickled and unpickled (as a submission would), the probe
+    cell runs from its copy and its record lands in the store."""
+    import pickle
+
+    from mae_dense.suite.cell import PretrainCell, ProbeCell
+    from mae_dense.suite.runner import Suite
+    from mae_dense.suite.spec import parse_spec
+
+    weights = tmp_path / 'w.pth'
+    weights.write_bytes(b'weights')
+    raw = dict(
+        work_dir=str(tmp_path / 'work'),
+        results_dir=str(tmp_path / 'results'),
+        seeds=[0, 1],
+        backbones=[
+            dict(name='mine', checkpoint=str(weights)),
+            dict(name='new', pretrain=dict(config='configs/demo/mae_vit-tiny-p16_synthetic.py')),
+        ],
+        probe=dict(config=probe_cfg(tmp_path), module='fake_probe'),
+    )
+    cells = Suite(parse_spec(raw, 'p.yaml')).cells()
+    assert [(c.key, type(c).__name__, c.after) for c in cells] == [
+        ('new/pretrain', 'PretrainCell', ()),
+        ('mine/probe/seed0', 'ProbeCell', ()),
+        ('new/probe/seed0', 'ProbeCell', ('new/pretrain',)),
+        ('mine/probe/seed1', 'ProbeCell', ()),
+        ('new/probe/seed1', 'ProbeCell', ('new/pretrain',)),
+    ]
+    copies = pickle.loads(pickle.dumps(cells))
+    assert copies == cells and isinstance(copies[0], PretrainCell) and isinstance(copies[1], ProbeCell)
+    copies[1].run(None)
+    (row,) = _store(tmp_path / 'results' / 'results.sqlite')
+    assert (row['backbone'], row['task'], row['seed'], row['status']) == ('mine', 'probe', 0, 'done')
+
+
 def test_console_script_and_python_pipeline_config(tmp_path):
     from mae_dense.suite.spec import load_spec
 
@@ -345,3 +381,51 @@ def test_changed_weights_rerun_the_cell_and_keep_the_old_run_aside(tmp_path, fak
     assert len({r['checkpoint_sha256'] for r in rows}) == 2
     md = (tmp_path / 'results/leaderboard.md').read_text()
     assert sum(line.startswith('| mine @') for line in md.splitlines()) == 2  # one row per checkpoint
+
+
+@pytest.mark.slow
+def test_a_new_benchmark_is_one_table_entry_plus_its_config(tmp_path, monkeypatch):
+    """A toy benchmark added as one entry of the table of tasks and one config runs through the spec, the
+    cells, the store and the report like the shipped ones."""
+    from mae_dense.data import generate_synthetic_ade20k
+    from mae_dense.suite.tasks import TASKS, Metric, Task, TestProtocol
+
+    toy = Task(
+        name='toyseg',
+        benchmark='Toy segmentation',
+        kind='finetune',
+        weights_key='model.pretrained',
+        metrics=(Metric('mIoU', 'test_ss', 'mIoU'), Metric('mAcc', 'test_ss', 'mAcc')),
+        column=len(TASKS),
+        eval_flags=('--eval', 'mIoU'),
+        tests=(TestProtocol('test_ss', (), 'test'),),
+        curves={'mIoU': ('mIoU', 1.0)},
+    )
+    monkeypatch.setitem(TASKS, 'toyseg', toy)
+    ade = generate_synthetic_ade20k(tmp_path / 'ADEChallengeData2016', num_train=4, num_val=2, seed=3)
+    config = tmp_path / 'toyseg_vit-tiny.py'  # the benchmark's config
+    config.write_text(
+        f'_base_ = {str(ROOT / ADE)!r}\n'
+        + ''.join(
+            f'{k}_dataloader = dict(dataset=dict(data_root={str(ade)!r}))\n' for k in ('train', 'val', 'test')
+        )
+        + 'train_cfg = dict(max_iters=2, val_interval=2)\ndefault_hooks = dict(checkpoint=dict(interval=2))\n'
+    )
+    cfg = dict(
+        work_dir=str(tmp_path / 'work'),
+        results_dir=str(tmp_path / 'results'),
+        backbones=[dict(name='scratch', random=True)],
+        toyseg=dict(config=str(config)),
+        qualitative=False,
+    )
+    assert pipeline_main([str(write_yaml(tmp_path / 'p.yaml', cfg))]) == 0
+    board = json.loads((tmp_path / 'results' / 'leaderboard.json').read_text())
+    rows = {(x['benchmark'], x['metric']): x for x in board['results']}
+    assert set(rows) == {('Toy segmentation', 'mIoU'), ('Toy segmentation', 'mAcc')}
+    assert all(0 <= r['value'] <= 100 and r['task'] == 'toyseg' for r in rows.values())
+    (cell,) = _store(tmp_path / 'results' / 'results.sqlite')
+    assert cell['task'] == 'toyseg' and json.loads(cell['curves'])['mIoU'][0][0] == 2
+    assert (
+        '| Toy segmentation mIoU | Toy segmentation mAcc |'
+        in (tmp_path / 'results/leaderboard.md').read_text()
+    )

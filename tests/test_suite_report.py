@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mae_dense.suite.cells import task_metrics
 from mae_dense.suite.figures import curves_figure, detection_rows, panel_png, segmentation_rows
+from mae_dense.suite.outputs import task_metrics
 from mae_dense.suite.report import write_report
 from mae_dense.suite.store import ResultStore
 from mae_dense.suite.tables import leaderboard_records, matrix
+from mae_dense.suite.tasks import TASKS
 
 
 def _cell(backbone: str, task: str, seed: int, metrics: dict, **kw) -> dict:
@@ -70,7 +71,7 @@ def test_store_counts_a_cell_once_and_a_success_replaces_a_failure(tmp_path):
 
 def test_missing_metric_is_a_dash_with_its_reason_never_nan():
     metrics, missing = task_metrics(
-        'coco', {'test_ss': {'coco/bbox_mAP': 0.25, 'coco/segm_mAP': float('nan')}}
+        TASKS['coco'], {'test_ss': {'coco/bbox_mAP': 0.25, 'coco/segm_mAP': float('nan')}}
     )
     assert metrics == {'box AP': 25.0} and missing == {'mask AP': 'the test returned no coco/segm_mAP (nan)'}
     cells = [
@@ -278,3 +279,27 @@ def test_html_report_in_headless_chromium(tmp_path):
     assert len(check['widths']) == len(figures) and all(w > 0 for w in check['widths'])  # no broken image
     numbers = [float(s.split()[0]) for s in check['sorted'] if s]
     assert numbers == sorted(numbers) and len(numbers) >= 4  # the click sorted the column by value
+
+
+def test_the_table_of_tasks_orders_columns_and_marks_lower_is_better(monkeypatch):
+    """Column order and direction come from the table of tasks: a task with an error metric (e.g. depth
+    RMSE) gets '(lower is better)' in its column label, after the benchmarks it is placed behind."""
+    from mae_dense.suite.tasks import Metric, Task
+
+    toy = Task(
+        name='toydepth',
+        benchmark='Toy depth',
+        kind='probe',
+        weights_key='model.pretrained',
+        metrics=(
+            Metric('RMSE', 'probe', 'metrics.rmse', higher_is_better=False),
+            Metric('d1', 'probe', 'metrics.d1'),
+        ),
+        column=-1,  # before every shipped benchmark
+    )
+    monkeypatch.setitem(TASKS, 'toydepth', toy)
+    metrics, missing = task_metrics(toy, {'probe': {'metrics': {'rmse': 0.5, 'd1': None}}})
+    assert metrics == {'RMSE': 0.5} and missing == {'d1': 'the probe returned no d1'}
+    cells = [_cell('a', 'toydepth', 0, {'RMSE': 0.5, 'd1': 80.0}), _cell('a', 'ade20k', 0, {'mIoU': 40.0})]
+    headers = matrix(leaderboard_records(cells), references=()).headers
+    assert headers == ['backbone', 'model', 'Toy depth RMSE (lower is better)', 'Toy depth d1', 'ADE20K mIoU']

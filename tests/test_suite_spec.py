@@ -52,7 +52,11 @@ def test_backbones_list_every_kind(tmp_path):
         'train_cfg.max_epochs': 1
     }
     assert spec.backbones[1].checkpoint == str(ckpt.resolve())
-    assert spec.tasks[0].name == 'ade20k' and spec.tasks[0].gpus == 2 and spec.tasks[0].ms_flip
+    assert (
+        spec.tasks[0].name == 'ade20k'
+        and spec.tasks[0].gpus == 2
+        and spec.tasks[0].switches == {'ms_flip': True}
+    )
     assert spec.db == Path('results/results.sqlite') and spec.seeds == [0, 1]
 
 

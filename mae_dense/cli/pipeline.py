@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def _run() -> int:
-        from ..suite.cells import Suite
         from ..suite.report import write_report
+        from ..suite.runner import Suite
         from ..suite.spec import load_spec
 
         spec = load_spec(args.config, work_dir=args.work_dir, results_dir=args.results_dir, db=args.db)

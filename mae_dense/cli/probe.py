@@ -28,8 +28,8 @@ import json
 import time
 from pathlib import Path
 
+from ..config_files import PROBE_MODES
 from ..errors import ConfigError
-from ..suite.spec import PROBE_MODES
 from .common import add_common_args, load_config, run_tool
 from .test import plain
 

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .references import REFERENCES
-from .tables import BENCHMARK_ORDER, METRIC_ORDER, order_key
+from .tables import column_key
+from .tasks import TASKS
 
 # one panel row: a title and three (H, W, 3) uint8 pictures (image, ground truth, prediction)
 Row = tuple[str, list[np.ndarray]]
@@ -56,13 +57,13 @@ def bar_charts(records: list[dict[str, Any]], out_dir: Path, references=REFERENC
     written = []
     benchmarks = sorted(
         {r['benchmark'] for r in records if r['value'] is not None},
-        key=lambda b: order_key(BENCHMARK_ORDER, b),
+        key=lambda b: column_key(b, ''),
     )
     for bench in benchmarks:
         mine = [r for r in records if r['benchmark'] == bench and r['value'] is not None]
         refs = [ref for ref in references if ref[0] == bench]
         metrics = sorted(
-            {r['metric'] for r in mine} | {ref[2] for ref in refs}, key=lambda m: order_key(METRIC_ORDER, m)
+            {r['metric'] for r in mine} | {ref[2] for ref in refs}, key=lambda m: column_key(bench, m)
         )
         hashes = {r['config_hash'] for r in mine}
         series: dict[str, dict[str, tuple[float, float]]] = {}
@@ -108,8 +109,9 @@ def bar_charts(records: list[dict[str, Any]], out_dir: Path, references=REFERENC
 # ---------------------------------------------------------------------------------------------- curves
 def curves_figure(task: str, runs: list[dict[str, Any]]):
     """Training loss (left) and validation metrics at their iterations (right): one line per run and seed."""
+    bench = TASKS[task].benchmark if task in TASKS else ''  # (pretraining: the loss only)
     metric_names = sorted(
-        {k for c in runs for k in c['curves'] if k != 'loss'}, key=lambda m: order_key(METRIC_ORDER, m)
+        {k for c in runs for k in c['curves'] if k != 'loss'}, key=lambda m: column_key(bench, m)
     )
     fig = _figure(figsize=(11 if metric_names else 6, 4), layout='constrained')
     axes = fig.subplots(1, 2 if metric_names else 1, squeeze=False)[0]

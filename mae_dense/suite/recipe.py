@@ -11,17 +11,22 @@ import json
 import os
 import subprocess
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config_files import config_from_file
 from ..errors import PipelineError
 from ..models.archs import ARCHS, arch_by_width
+from .tasks import TASKS
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-# Options the pipeline sets per cell that the store keys on separately (seed, backbone) or that do not
-# change the experiment (where it is written).
-_UNHASHED = ('randomness.seed', 'model.pretrained', 'model.backbone.pretrained', 'work_dir')
+
+
+def _unhashed() -> set[str]:
+    """Options the pipeline sets per cell that the store keys on separately (the seed, every task's weights
+    key) or that do not change the experiment (where it is written)."""
+    return {'randomness.seed', 'work_dir', *(t.weights_key for t in TASKS.values())}
 
 
 def versions() -> dict[str, str]:
@@ -66,13 +71,6 @@ def read_config(config: str, cfg_options: dict[str, Any] | None = None):
     return cfg
 
 
-def config_hash(config: str, cfg_options: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
-    """16 hex digits of sha256 over the merged config (without seed, weights, work dir) and ``extra``."""
-    kept = {k: v for k, v in cfg_options.items() if k not in _UNHASHED}
-    text = read_config(config, kept).pretty_text + json.dumps(extra or {}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def model_label(cfg) -> str:
     """'ViT-B', 'ViT-L', 'ViT-H' from the encoder width (the one table of sizes), else 'ViT <width>-d (toy)'."""
     model = cfg.get('model', {}) or {}
@@ -86,56 +84,80 @@ def model_label(cfg) -> str:
     return arch.short if arch else f'ViT {width}-d (toy)'
 
 
-def effective_recipe(
-    config: str,
-    cfg_options: dict[str, Any],
-    world_size: int,
-    seed: int,
-    *,
-    known_hash: str | None = None,
-    known_commit: str | None = None,
-) -> dict[str, Any]:
-    """What a training run is set to do: batch, accumulation, length, precision, config hash, versions.
+@dataclass
+class RunConfig:
+    """A cell's config, read once: the merged mmengine Config, its hash and what the records say of it.
 
-    ``lr`` stays None here: :func:`trained_lr` reads the one the built optimizer had from the run's
-    checkpoint (a constructor may derive it from a base lr and the effective batch).
-
-    Args:
-        known_hash: ``config_hash(config, cfg_options)`` when the caller has it already (not computed again).
-        known_commit: :func:`git_commit` when the caller has it already.
+    ``hash``: 16 hex digits of sha256 over the config merged with the options that define the experiment
+    (not the seed, the weights or the work dir, which the store keys on separately or which change no
+    result) and ``extra`` (e.g. the probe's mode); ``cfg``: the config with every option merged.
     """
-    import torch
 
-    cfg = read_config(config, cfg_options)
-    loader = cfg.get('train_dataloader') or {}
-    batch = loader.get('batch_size')
-    ow = cfg.get('optim_wrapper') or {}
-    accum = ow.get('accumulative_counts', 1)
-    loop = cfg.get('train_cfg') or {}
-    precision = 'fp32'
-    if 'Amp' in str(ow.get('type', '')):  # AmpOptimWrapper and its subclasses
-        precision = str(ow.get('dtype') or 'float16').replace('torch.', '')
-        if not torch.cuda.is_available():
-            precision += ' requested; CPU fallback: ' + (
-                'bf16 autocast' if 'bfloat16' in precision else 'fp32'
-            )
-    return dict(
-        config=config,
-        cfg_options=cfg_options,
-        world_size=world_size,
-        per_gpu_batch=batch,
-        accumulative_counts=accum,
-        effective_batch=batch * accum * world_size if batch else None,
-        lr=None,
-        iterations=loop.get('max_iters'),
-        epochs=loop.get('max_epochs'),
-        precision=precision,
-        seed=seed,
-        config_hash=known_hash or config_hash(config, cfg_options),
-        model=model_label(cfg),
-        git_commit=known_commit or git_commit(),
-        versions=versions(),
-    )
+    config: str
+    options: dict[str, Any]
+    cfg: Any
+    hash: str
+
+    @classmethod
+    def read(cls, config: str, options: dict[str, Any], extra: dict[str, Any] | None = None) -> RunConfig:
+        unhashed = _unhashed()
+        cfg = read_config(config, {k: v for k, v in options.items() if k not in unhashed})
+        text = cfg.pretty_text + json.dumps(extra or {}, sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        rest = {k: v for k, v in options.items() if k in unhashed}
+        if rest:
+            cfg.merge_from_dict(rest)
+        return cls(config, dict(options), cfg, digest)
+
+    @property
+    def model(self) -> str:
+        return model_label(self.cfg)
+
+    def get(self, dotted: str) -> Any:
+        """The value at ``a.b.c`` (None where a level is missing)."""
+        value: Any = self.cfg
+        for part in dotted.split('.'):
+            value = value.get(part) if hasattr(value, 'get') else None
+        return value
+
+    def recipe(self, world_size: int, seed: int, commit: str) -> dict[str, Any]:
+        """What the training run is set to do: batch, accumulation, length, precision, hash, versions.
+
+        ``lr`` stays None here: :func:`trained_lr` reads the one the built optimizer had from the run's
+        checkpoint (a constructor may derive it from a base lr and the effective batch).
+        """
+        import torch
+
+        cfg = self.cfg
+        loader = cfg.get('train_dataloader') or {}
+        batch = loader.get('batch_size')
+        ow = cfg.get('optim_wrapper') or {}
+        accum = ow.get('accumulative_counts', 1)
+        loop = cfg.get('train_cfg') or {}
+        precision = 'fp32'
+        if 'Amp' in str(ow.get('type', '')):  # AmpOptimWrapper and its subclasses
+            precision = str(ow.get('dtype') or 'float16').replace('torch.', '')
+            if not torch.cuda.is_available():
+                precision += ' requested; CPU fallback: ' + (
+                    'bf16 autocast' if 'bfloat16' in precision else 'fp32'
+                )
+        return dict(
+            config=self.config,
+            cfg_options=self.options,
+            world_size=world_size,
+            per_gpu_batch=batch,
+            accumulative_counts=accum,
+            effective_batch=batch * accum * world_size if batch else None,
+            lr=None,
+            iterations=loop.get('max_iters'),
+            epochs=loop.get('max_epochs'),
+            precision=precision,
+            seed=seed,
+            config_hash=self.hash,
+            model=self.model,
+            git_commit=commit,
+            versions=versions(),
+        )
 
 
 def trained_lr(checkpoint: str | os.PathLike) -> float | None:

@@ -27,17 +27,16 @@ import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import is_url
-from ..config_files import CONFIG_ROOT, closest_shipped, config_from_file, shipped_config
+from ..config_files import CONFIG_ROOT, PROBE_MODES, closest_shipped, config_from_file, shipped_config
 from ..errors import PipelineError
+from .tasks import TASKS, Task, TestProtocol
 
-TASKS = ('ade20k', 'coco', 'probe')
 LAUNCHERS = ('local', 'slurm')
-PROBE_MODES = ('fast', 'augmented')  # the probe command's --mode (mae_dense.cli.probe) and probe.mode here
 _TOP_KEYS = (
     'work_dir',
     'results_dir',
@@ -50,16 +49,10 @@ _TOP_KEYS = (
     'pretrain',
     'qualitative',
     'report',
-    *TASKS,
 )
 _BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random')
 _PRETRAIN_KEYS = ('config', 'cfg_options', 'gpus')
-_TASK_KEYS = {
-    'ade20k': ('config', 'cfg_options', 'gpus', 'ms_flip'),
-    'coco': ('config', 'cfg_options', 'gpus'),
-    # module: the probe command's module (default mae_dense.cli.probe), e.g. a site's own variant
-    'probe': ('config', 'cfg_options', 'mode', 'module'),
-}
+_PROBE_MODULE = 'mae_dense.cli.probe'
 _SLURM_KEYS = ('partition', 'job_name', 'gpus_per_node', 'cpus_per_task', 'srun_args')
 _QUALITATIVE_KEYS = ('images',)
 _REPORT_KEYS = ('title',)
@@ -92,15 +85,28 @@ class BackboneSpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One column group of the leaderboard: a fine-tuning or probe config run for every backbone and seed."""
+    """One column group of the leaderboard: a fine-tuning or probe config run for every backbone and seed.
+
+    ``switches``: the entry's on/off keys of its task's test protocols (``ms_flip``); ``mode`` and
+    ``module``: a probe's mode (``fast``/``augmented``) and the module run as ``python -m MODULE``.
+    """
 
     name: str
     config: str
     cfg_options: dict[str, Any]
     gpus: int
-    ms_flip: bool = False  # ade20k: also the ms+flip protocol
-    mode: str | None = None  # probe: 'fast' or 'augmented'
-    module: str | None = None  # probe: the module run as ``python -m MODULE``
+    switches: dict[str, bool] = field(default_factory=dict)
+    mode: str | None = None
+    module: str | None = None
+
+    @property
+    def task(self) -> Task:
+        return TASKS[self.name]
+
+    @property
+    def tests(self) -> tuple[TestProtocol, ...]:
+        """The test protocols this entry runs (a fine-tuning task's, less those switched off)."""
+        return tuple(t for t in self.task.tests if t.switch is None or self.switches.get(t.switch, True))
 
 
 @dataclass
@@ -265,25 +271,27 @@ def _stem(path: str) -> str:
     return re.sub(r'[^A-Za-z0-9._+-]+', '_', stem) or 'backbone'
 
 
-def _task(name: str, raw: Any, src: str, gpus: int) -> TaskSpec:
-    where = f'{src}: {name}'
+def _task(task: Task, raw: Any, src: str, gpus: int) -> TaskSpec:
+    where = f'{src}: {task.name}'
     raw = _mapping(raw, where)
-    check_keys(where, raw, _TASK_KEYS[name])
+    check_keys(where, raw, task.spec_keys)
     if 'config' not in raw:
         raise PipelineError(f'{where} needs a config')
-    mode = raw.get('mode', 'fast') if name == 'probe' else None
-    if name == 'probe' and mode not in PROBE_MODES:
-        raise PipelineError(f'{where}.mode: expected one of {", ".join(PROBE_MODES)}, got {mode!r}')
-    module = raw.get('module', 'mae_dense.cli.probe') if name == 'probe' else None
-    if module is not None and not re.match(r'^[A-Za-z_][\w.]*$', str(module)):
-        raise PipelineError(f'{where}.module: expected a Python module name, got {module!r}')
+    mode = module = None
+    if task.kind == 'probe':
+        mode = raw.get('mode', 'fast')
+        if mode not in PROBE_MODES:
+            raise PipelineError(f'{where}.mode: expected one of {", ".join(PROBE_MODES)}, got {mode!r}')
+        module = raw.get('module', _PROBE_MODULE)
+        if not re.match(r'^[A-Za-z_][\w.]*$', str(module)):
+            raise PipelineError(f'{where}.module: expected a Python module name, got {module!r}')
+    switches = {t.switch: bool(raw.get(t.switch, True)) for t in task.tests if t.switch}
     return TaskSpec(
-        name=name,
+        name=task.name,
         config=resolve_config(raw['config'], where),
         cfg_options=_mapping(raw.get('cfg_options'), f'{where}.cfg_options'),
-        # a frozen-backbone probe fits one GPU; fine-tuning follows the config's `gpus`
-        gpus=1 if name == 'probe' else _positive_int(raw.get('gpus', gpus), f'{where}.gpus'),
-        ms_flip=bool(raw.get('ms_flip', True)) if name == 'ade20k' else False,
+        gpus=task.gpus or _positive_int(raw.get('gpus', gpus), f'{where}.gpus'),
+        switches=switches,
         mode=mode,
         module=module,
     )
@@ -291,7 +299,7 @@ def _task(name: str, raw: Any, src: str, gpus: int) -> TaskSpec:
 
 def parse_spec(cfg: dict, source: str) -> SuiteSpec:
     """Check a raw pipeline mapping and normalise it; every error is one line naming the key."""
-    check_keys(source, cfg, _TOP_KEYS)
+    check_keys(source, cfg, (*_TOP_KEYS, *TASKS))
     gpus = _positive_int(cfg.get('gpus', 1), f'{source}: gpus')
     seeds = cfg.get('seeds', [0])
     seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
@@ -322,7 +330,9 @@ def parse_spec(cfg: dict, source: str) -> SuiteSpec:
             raise PipelineError(f'{source}: qualitative.images must be an integer >= 0, got {images!r}')
     report = _mapping(cfg.get('report'), f'{source}: report')
     check_keys(f'{source}: report', report, _REPORT_KEYS)
-    tasks = [_task(name, cfg[name], source, gpus) for name in TASKS if cfg.get(name) is not None]
+    tasks = [
+        _task(task, cfg[name], source, gpus) for name, task in TASKS.items() if cfg.get(name) is not None
+    ]
     backbones = _backbones(cfg, source, gpus)
     if not tasks and not any(b.kind == 'pretrain' for b in backbones):
         raise PipelineError(f'{source}: nothing to run: give at least one task ({", ".join(TASKS)})')

@@ -12,21 +12,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .references import REFERENCES
+from .tasks import TASKS, benchmark_order, metric_rank, task_of_benchmark
 
-BENCHMARKS = {'ade20k': 'ADE20K', 'coco': 'COCO', 'probe': 'ADE20K linear probe'}
-# the order of the columns; a failed cell (no metric at all) shows as failed under these
-TASK_METRICS = {
-    'ade20k': ('mIoU', 'mIoU ms+flip', 'aAcc'),
-    'coco': ('box AP', 'mask AP'),
-    'probe': ('mIoU', 'aAcc'),
-}
-BENCHMARK_ORDER = ('ADE20K', 'ADE20K linear probe', 'COCO')
-METRIC_ORDER = ('mIoU', 'mIoU ms+flip', 'aAcc', 'box AP', 'mask AP')
 UNKNOWN = 'unknown'
 
 
 def order_key(seq: Sequence[str], item: str | None) -> tuple[int, str]:
     return (seq.index(item) if item in seq else len(seq), item or '')
+
+
+def lower_is_better(benchmark: str, metric: str) -> bool:
+    """Whether the table of tasks marks this metric as an error (RMSE): the tables say so beside it."""
+    task = task_of_benchmark(benchmark)
+    found = task.metric(metric) if task else None
+    return found is not None and not found.higher_is_better
+
+
+def column_key(benchmark: str, metric: str) -> tuple:
+    """Where a (benchmark, metric) column goes: the table of tasks' column order, then its metric order."""
+    return (*order_key(benchmark_order(), benchmark), metric_rank(benchmark, metric), metric)
 
 
 def fmt(value: float | None, std: float | None = None, n: int = 1) -> str:
@@ -45,27 +49,28 @@ def leaderboard_records(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     groups: dict[tuple, list[dict]] = {}
     for c in cells:
-        if c['task'] in BENCHMARKS:
+        if c['task'] in TASKS:
             groups.setdefault(
                 (c['backbone'], c['checkpoint_sha256'], c['task'], c['config_hash'], c.get('mode')), []
             ).append(c)
     records = []
-    for (backbone, sha, task, chash, mode), members in groups.items():
+    for (backbone, sha, name, chash, mode), members in groups.items():
+        task = TASKS[name]
         done = sorted((c for c in members if c['status'] == 'done'), key=lambda c: c['seed'])
         failed = [dict(seed=c['seed'], reason=c.get('reason')) for c in members if c['status'] == 'failed']
         base = dict(
             backbone=backbone,
             checkpoint_sha256=sha,
             model=next((c['model'] for c in members if c.get('model')), None),
-            benchmark=BENCHMARKS[task],
-            task=task,
+            benchmark=task.benchmark,
+            task=name,
             mode=mode,
             config_hash=chash,
             config=next((c['config'] for c in members if c.get('config')), None),
             failed=failed,
         )
         if not done:
-            for metric in TASK_METRICS[task]:
+            for metric in task.metric_names:  # a failed cell shows as failed under each of its columns
                 records.append(
                     dict(
                         base,
@@ -80,7 +85,7 @@ def leaderboard_records(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 )
             continue
         names = {m for c in done for m in (*c['metrics'], *c.get('missing', {}))}
-        for metric in sorted(names, key=lambda m: order_key(METRIC_ORDER, m)):
+        for metric in sorted(names, key=lambda m: column_key(task.benchmark, m)):
             values = [(c['seed'], c['metrics'][metric]) for c in done if metric in c['metrics']]
             reasons = [c['missing'][metric] for c in done if metric in c.get('missing', {})]
             nums = [v for _, v in values]
@@ -121,30 +126,21 @@ def matrix(records: list[dict[str, Any]], references=REFERENCES) -> Matrix:
     under every column of its benchmark.
     """
     known = [r for r in records if r['config_hash'] != UNKNOWN]
-    columns = sorted(
-        {_column_key(r) for r in known},
-        key=lambda k: (order_key(BENCHMARK_ORDER, k[0]), order_key(METRIC_ORDER, k[1]), k[2] or '', k[3]),
-    )
+    columns = sorted({_column_key(r) for r in known}, key=lambda k: (column_key(*k[:2]), k[2] or '', k[3]))
     for r in records:  # failures with no config hash: their own column only where none exists
         if r['config_hash'] == UNKNOWN and not any(c[:3] == _column_key(r)[:3] for c in columns):
             columns.append(_column_key(r))
     for bench, _model, metric, _value, _source in references:
         if not any(c[0] == bench and c[1] == metric for c in columns):
             columns.append((bench, metric, None, None))
-    columns.sort(
-        key=lambda k: (
-            order_key(BENCHMARK_ORDER, k[0]),
-            order_key(METRIC_ORDER, k[1]),
-            k[2] or '',
-            k[3] or '',
-        )
-    )
+    columns.sort(key=lambda k: (column_key(*k[:2]), k[2] or '', k[3] or ''))
     hashes: dict[tuple, set] = {}
     for c in columns:
         hashes.setdefault(c[:3], set()).add(c[3])
 
     def label(c: tuple) -> str:
-        text = f'{c[0]} {c[1]}' + (f' ({c[2]})' if c[2] else '')
+        text = f'{c[0]} {c[1]}' + (' (lower is better)' if lower_is_better(c[0], c[1]) else '')
+        text += f' ({c[2]})' if c[2] else ''
         return text + (f' [cfg {c[3][:6]}]' if len(hashes[c[:3]]) > 1 and c[3] else '')
 
     # rows: one per backbone name; a name with two checkpoints gets one row per checkpoint

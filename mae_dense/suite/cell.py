@@ -1,0 +1,393 @@
+"""A cell of the suite: one backbone's pretraining stage, or one (backbone, task, seed) run, as an object.
+
+A cell is plain data (its backbone, task, seed and the pipeline's :class:`Context`) that can be pickled and
+run anywhere the work dir is visible: ``cell.run(devices)``. It keeps its progress in
+``<work_dir>/<backbone>/<stage>/cell.json`` (train -> tests -> qualitative predictions, or the probe), so a
+relaunch continues where it stopped and skips finished steps; a cell already in the results store (same
+weights, config hash and seed) is not run again. A failing cell records its one-line reason and raises.
+
+* :class:`PretrainCell`: trains an MAE; its last checkpoint becomes the backbone's weights.
+* :class:`FinetuneCell`: trains the task config from the backbone's weights, then runs the task's tests.
+* :class:`ProbeCell`: runs the probe command once (frozen backbone).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..checkpoint import file_sha256
+from .launch import Launcher, run_logged
+from .outputs import (
+    CellState,
+    last_checkpoint,
+    options_argv,
+    read_curves,
+    read_probe_result,
+    task_metrics,
+    test_metrics,
+)
+from .recipe import RunConfig, git_commit, trained_lr, versions
+from .schedule import one_line_reason
+from .spec import BackboneSpec, SuiteSpec, TaskSpec
+from .store import ResultStore
+from .tables import UNKNOWN
+from .weights import KEEP, backbone_weights, stage_dir
+
+__all__ = ['Cell', 'Context', 'FinetuneCell', 'PretrainCell', 'ProbeCell', 'backbone_weights', 'task_cell']
+
+Devices = list[str] | None  # the GPUs a job was given (None: none known, or Slurm's)
+
+
+# ------------------------------------------------------------------------------------------------ cells
+@dataclass(frozen=True)
+class Context:
+    """What every cell of a pipeline shares: plain data, so that a cell can be pickled and run elsewhere."""
+
+    source: str  # the pipeline config (recorded with every result)
+    work_dir: Path
+    db: Path  # the results store
+    launcher: Launcher
+    job_prefix: str
+    first_seed: int
+    qualitative_images: int
+
+    @property
+    def store(self) -> ResultStore:
+        return ResultStore(self.db)
+
+    @classmethod
+    def of(cls, spec: SuiteSpec, python: str) -> Context:
+        return cls(
+            source=spec.source,
+            work_dir=spec.work_dir,
+            db=spec.db,
+            launcher=Launcher(spec.launcher, python, spec.slurm),
+            job_prefix=spec.slurm.get('job_name') or 'mae-dense',
+            first_seed=spec.seeds[0],
+            qualitative_images=spec.qualitative_images,
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of the suite: its key, work dir, the record it adds to the store, and :meth:`run`."""
+
+    backbone: BackboneSpec
+    seed: int
+    ctx: Context
+    stage: ClassVar[str]
+    task_name: ClassVar[str]
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def work(self) -> Path:
+        return stage_dir(self.ctx.work_dir, self.backbone, self.stage)
+
+    @property
+    def gpus(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def after(self) -> tuple[str, ...]:
+        """The keys of the cells that must finish first."""
+        return ()
+
+    def placeholder(self, **fields: Any) -> dict[str, Any]:
+        """The record's identity before the weights and config are known (``unknown`` placeholders, which
+        the report files under the backbone and task), with ``fields``."""
+        return dict(
+            backbone=self.backbone.name,
+            checkpoint_sha256=f'{UNKNOWN}:{self.backbone.name}',
+            task=self.task_name,
+            config_hash=UNKNOWN,
+            seed=self.seed,
+            **fields,
+        )
+
+    def log(self, msg: str) -> None:
+        print(f'[pipeline] {self.key}: {msg}', flush=True)
+
+    def job_name(self, *parts: Any) -> str:
+        return '-'.join([self.ctx.job_prefix, self.backbone.name, *map(str, parts)])
+
+    def launch(self, module: str, args: list[str], gpus: int, devices: Devices, log: Path, what: str) -> None:
+        """Run one stage command (``python -m module args``) on ``gpus`` GPUs, its output in ``log``."""
+        distributed = module in ('mae_dense.cli.train', 'mae_dense.cli.test')
+        argv, env = self.ctx.launcher.command(
+            module, args, gpus, devices, self.job_name(*self.name_parts), distributed
+        )
+        self.log(' '.join(argv))
+        run_logged(argv, env, log, what)
+
+    @property
+    def name_parts(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def state(self, identity: dict[str, Any]) -> CellState:
+        """The progress of the work dir if it belongs to ``identity``; else the old run is moved aside
+        (never resumed with other weights or another config) and the cell starts afresh."""
+        state = CellState(self.work)
+        if state.stale(identity):
+            aside = self.work.with_name(f'{self.work.name}.stale-{time.strftime("%Y%m%d-%H%M%S")}')
+            self.work.rename(aside)
+            self.log(f'the weights or the config changed since the last run: old run moved to {aside}')
+            state = CellState(self.work)
+        state.data['identity'] = identity
+        return state
+
+    def record(self, record: dict[str, Any], commit: str | None = None) -> None:
+        """Add ``record`` to the results store; ``commit``: :func:`git_commit` if known already."""
+        added = self.ctx.store.add(
+            dict(git_commit=commit or git_commit(), pipeline=self.ctx.source, **record)
+        )
+        if not added and record['status'] == 'done':
+            self.log('already in the results store (same checkpoint, config and seed): not counted twice')
+
+    def run(self, devices: Devices) -> None:
+        """Run the cell (skipping what is done); on failure record the one-line reason and raise."""
+        fields = self.placeholder(config=self.config, work_dir=str(self.work), **self.extra_fields)
+        holder = [CellState(self.work)]  # the state a failure is saved in (:meth:`state` may start afresh)
+        try:
+            self._run(devices, fields, holder)
+        except Exception as exc:
+            reason = one_line_reason(exc)
+            holder[0].save(status='failed', reason=reason)
+            self.record(dict(fields, status='failed', reason=reason))
+            self.log(f'FAILED: {reason}')
+            raise
+
+    @property
+    def config(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def extra_fields(self) -> dict[str, Any]:
+        return {}
+
+    def _run(self, devices: Devices, fields: dict[str, Any], holder: list[CellState]) -> None:
+        """The work; fills ``fields`` as it learns them and ``holder`` with its progress state."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PretrainCell(Cell):
+    """An MAE pretraining stage: its last checkpoint becomes the backbone's weights (first seed only)."""
+
+    stage: ClassVar[str] = 'pretrain'
+    task_name: ClassVar[str] = 'pretrain'
+
+    @property
+    def key(self) -> str:
+        return f'{self.backbone.name}/pretrain'
+
+    @property
+    def gpus(self) -> int:
+        return self.backbone.pretrain.gpus
+
+    @property
+    def config(self) -> str:
+        return self.backbone.pretrain.config
+
+    @property
+    def name_parts(self) -> tuple[Any, ...]:
+        return ('pretrain',)
+
+    def _run(self, devices: Devices, fields: dict[str, Any], holder: list[CellState]) -> None:
+        spec, work = self.backbone.pretrain, self.work
+        options = {**spec.cfg_options, 'randomness.seed': self.seed}
+        run = RunConfig.read(spec.config, options)
+        state = holder[0] = self.state({'config_hash': run.hash, 'seed': self.seed})
+        if state.done:
+            self.log(f'done, skipped ({state.data["checkpoint"]})')
+            return
+        commit = git_commit()
+        recipe = run.recipe(spec.gpus, self.seed, commit)
+        fields.update(config_hash=run.hash, model=recipe['model'])
+        state.save(status='running')
+        args = [spec.config, '--work-dir', str(work / 'train'), '--resume', *options_argv(options)]
+        self.launch('mae_dense.cli.train', args, spec.gpus, devices, work / 'train.log', 'pretraining')
+        ckpt = last_checkpoint(work / 'train')
+        recipe['lr'] = trained_lr(ckpt)
+        sha = file_sha256(ckpt)
+        curves = read_curves(work / 'train')
+        metrics = {'final loss': curves['loss'][-1][1]} if curves.get('loss') else {}
+        record = dict(fields, checkpoint_sha256=sha, checkpoint=ckpt, status='done', metrics=metrics)
+        self.record(dict(record, recipe=recipe, curves=curves, versions=recipe['versions']), commit)
+        state.save(status='done', checkpoint=ckpt, checkpoint_sha256=sha)
+
+
+@dataclass(frozen=True)
+class TaskCell(Cell):
+    """One (backbone, task, seed) run: its weights and config, the store check, the steps, the record."""
+
+    task: TaskSpec | None = None
+    task_name: ClassVar[str] = ''
+
+    @property
+    def stage(self) -> str:  # type: ignore[override]
+        return f'{self.task.name}-seed{self.seed}'
+
+    def placeholder(self, **fields: Any) -> dict[str, Any]:
+        return dict(super().placeholder(**fields), task=self.task.name)
+
+    @property
+    def key(self) -> str:
+        return f'{self.backbone.name}/{self.task.name}/seed{self.seed}'
+
+    @property
+    def gpus(self) -> int:
+        return self.task.gpus
+
+    @property
+    def config(self) -> str:
+        return self.task.config
+
+    @property
+    def after(self) -> tuple[str, ...]:
+        return (f'{self.backbone.name}/pretrain',) if self.backbone.kind == 'pretrain' else ()
+
+    @property
+    def extra_fields(self) -> dict[str, Any]:
+        return dict(mode=self.task.mode)
+
+    @property
+    def name_parts(self) -> tuple[Any, ...]:
+        return (self.task.name, f's{self.seed}')
+
+    def _run(self, devices: Devices, fields: dict[str, Any], holder: list[CellState]) -> None:
+        task = self.task
+        pretrained, identity = backbone_weights(self.backbone, self.ctx.work_dir, task)
+        fields['checkpoint_sha256'] = identity
+        options = {**task.cfg_options, 'randomness.seed': self.seed}
+        if pretrained != KEEP:
+            options[task.task.weights_key] = pretrained
+        extra = {'mode': task.mode} if task.task.kind == 'probe' else None
+        run = RunConfig.read(task.config, options, extra)
+        fields['config_hash'] = run.hash
+        fields['checkpoint'] = None if pretrained in (None, KEEP) else pretrained
+        state = holder[0] = self.state({k: fields[k] for k in ('checkpoint_sha256', 'config_hash')})
+        if state.done:
+            self.log('done, skipped')
+            return
+        stored = self.ctx.store.find(identity, task.name, run.hash, self.seed)
+        if stored is not None:
+            self.log(f'already in the results store ({stored["date"]}, {stored["pipeline"]}): not run again')
+            state.save(status='done', from_store=True)
+            return
+        state.save(status='running')
+        commit = git_commit()
+        record = self.steps(run, options, devices, state, commit)
+        metrics, missing = task_metrics(task.task, state.steps)
+        self.record(dict(fields, status='done', metrics=metrics, missing=missing, **record), commit)
+        state.save(status='done')
+        shown = ', '.join(f'{k} {v:.2f}' for k, v in metrics.items())
+        self.log(f'done: {shown or "no metric"}')
+
+    def steps(
+        self, run: RunConfig, options: dict[str, Any], devices: Devices, state: CellState, commit: str
+    ) -> dict[str, Any]:
+        """Run what is not done yet; return the record's model, recipe, curves and versions."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FinetuneCell(TaskCell):
+    """Train the task config, run its tests (single scale, ms+flip, ...), predict a few images."""
+
+    def steps(self, run, options, devices, state, commit):
+        task, work, steps = self.task, self.work, state.steps
+        recipe = run.recipe(task.gpus, self.seed, commit)
+        if 'checkpoint' not in steps:
+            args = [task.config, '--work-dir', str(work / 'train'), '--resume', *options_argv(options)]
+            self.launch('mae_dense.cli.train', args, task.gpus, devices, work / 'train.log', 'training')
+            state.step('checkpoint', last_checkpoint(work / 'train'))
+        ckpt = steps['checkpoint']
+        # weights come from the fine-tuned checkpoint; the test needs no pretrained file
+        test_opts = {k: v for k, v in options.items() if k != task.task.weights_key}
+        # the first seed's first test also writes the qualitative panel's predictions
+        qualitative = bool(self.ctx.qualitative_images) and self.seed == self.ctx.first_seed
+        for i, test in enumerate(task.tests):
+            if test.step in steps:
+                continue
+            flags = [*test.flags]
+            if i == 0 and qualitative and task.task.qualitative == 'segmentation':
+                flags += ['--out', str(work / 'qualitative' / 'labels')]  # its label maps
+            args = [task.config, ckpt, '--work-dir', str(work / test.step), *task.task.eval_flags, *flags]
+            args += options_argv(test_opts)
+            self.launch('mae_dense.cli.test', args, task.gpus, devices, work / f'{test.step}.log', test.what)
+            state.step(test.step, test_metrics(work / test.step))
+        if qualitative and 'qualitative' not in steps:
+            if task.task.qualitative == 'detection':
+                self._predict_few(ckpt, test_opts, devices)
+            state.step('qualitative', str(work / 'qualitative'))
+        recipe['lr'] = trained_lr(ckpt)
+        curves = read_curves(work / 'train', task.task)
+        return dict(model=recipe['model'], recipe=recipe, curves=curves, versions=recipe['versions'])
+
+    def _predict_few(self, ckpt: str, options: dict[str, Any], devices: Devices) -> None:
+        """Detections on the first validation images for the qualitative panel: results JSON only (the
+        whole test set's would be hundreds of MB), no evaluation, one process."""
+        out = self.work / 'qualitative'
+        options = {
+            **options,
+            'test_dataloader.dataset.indices': self.ctx.qualitative_images,
+            'test_evaluator.format_only': True,
+        }
+        args = [
+            self.task.config,
+            ckpt,
+            '--work-dir',
+            str(out),
+            '--out',
+            str(out / 'pred'),
+            *options_argv(options),
+        ]
+        devices = devices[:1] if devices else devices
+        self.launch(
+            'mae_dense.cli.test', args, 1, devices, self.work / 'qualitative.log', 'qualitative predictions'
+        )
+
+
+@dataclass(frozen=True)
+class ProbeCell(TaskCell):
+    """Run the probe command once; its result file gives the metrics, mode, chosen lr and sweep."""
+
+    def steps(self, run, options, devices, state, commit):
+        task, steps = self.task, state.steps
+        if 'probe' not in steps:
+            args = [
+                task.config,
+                '--work-dir',
+                str(self.work / 'probe'),
+                '--mode',
+                task.mode,
+                *options_argv(options),
+            ]
+            self.launch(task.module, args, 1, devices, self.work / 'probe.log', 'probe')
+            state.step('probe', read_probe_result(self.work / 'probe'))
+        result = steps['probe']
+        recipe = dict(
+            config=task.config,
+            cfg_options=options,
+            world_size=1,
+            mode=result['mode'],
+            lr=result.get('lr'),
+            sweep=result.get('sweep'),
+            iterations=result.get('iterations'),
+            seed=self.seed,
+            config_hash=run.hash,
+            model=run.model,
+        )
+        return dict(model=recipe['model'], mode=result['mode'], recipe=recipe, curves={}, versions=versions())
+
+
+def task_cell(backbone: BackboneSpec, task: TaskSpec, seed: int, ctx: Context) -> TaskCell:
+    """The cell of a (backbone, task, seed): its variant follows the task's kind."""
+    kind = FinetuneCell if task.task.kind == 'finetune' else ProbeCell
+    return kind(backbone=backbone, seed=seed, ctx=ctx, task=task)

@@ -1,0 +1,189 @@
+"""The table of tasks: everything the suite knows about a benchmark, one entry each.
+
+A task is a column group of the leaderboard: the spec key that asks for it, where a backbone's weights go in
+its config, how a cell runs (fine-tune then test, or probe), which test protocols it has, which numbers it
+reports (each with its scale to points, its direction and its column position) and which training curves
+it keeps. The spec, the cells, the records and the tables read this table and nothing else; adding a
+benchmark is one entry here plus its configs (``register_task`` for one defined outside the package).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    'TASKS',
+    'Metric',
+    'Task',
+    'TestProtocol',
+    'benchmark_order',
+    'get_task',
+    'metric_rank',
+    'register_task',
+    'task_of_benchmark',
+]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported number.
+
+    Args:
+        name: its column name (``'mIoU'``, ``'box AP'``).
+        step: the cell step whose output holds it (``'test_ss'``, ``'test_ms'``, ``'probe'``).
+        key: its key in that output (``'coco/bbox_mAP'``; dots go into nested mappings: ``'metrics.mIoU'``).
+        scale: to points (COCO's AP is a fraction: 100).
+        higher_is_better: False for errors (depth RMSE); the tables say so.
+    """
+
+    name: str
+    step: str
+    key: str
+    scale: float = 1.0
+    higher_is_better: bool = True
+
+    def read(self, steps: dict[str, Any]) -> Any:
+        """The raw value in a cell's finished steps (None when absent)."""
+        value: Any = steps.get(self.step)
+        for part in self.key.split('.'):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+
+@dataclass(frozen=True)
+class TestProtocol:
+    """One test of a fine-tuned model: a cell step, the test command's extra flags, its name in messages,
+    and the spec key that switches it (None: always run; a switch defaults to on)."""
+
+    step: str
+    flags: tuple[str, ...] = ()
+    what: str = 'test'
+    switch: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark of the suite.
+
+    Args:
+        name: its key in a pipeline spec and in the results store.
+        benchmark: its label in the leaderboard.
+        kind: ``'finetune'`` (train, then the tests) or ``'probe'`` (the probe command, frozen backbone).
+        weights_key: the config key that takes the backbone's weights (``--cfg-options KEY=FILE``).
+        metrics: the reported numbers, in column order.
+        column: the position of its column group among the benchmarks.
+        spec_keys: the keys its spec entry accepts.
+        gpus: GPUs per cell; None: the spec's ``gpus`` (or the entry's own).
+        eval_flags: the test command's ``--eval`` arguments.
+        tests: the test protocols of a fine-tuning task (the first also writes the qualitative outputs).
+        curves: validation keys of mmengine's ``scalars.json`` kept as curves: key -> (name, scale).
+        qualitative: which panel its predictions feed (``'segmentation'``, ``'detection'``) or None.
+    """
+
+    name: str
+    benchmark: str
+    kind: str
+    weights_key: str
+    metrics: tuple[Metric, ...]
+    column: int
+    spec_keys: tuple[str, ...] = ('config', 'cfg_options', 'gpus')
+    gpus: int | None = None
+    eval_flags: tuple[str, ...] = ()
+    tests: tuple[TestProtocol, ...] = ()
+    curves: dict[str, tuple[str, float]] = field(default_factory=dict)
+    qualitative: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ('finetune', 'probe'):
+            raise ValueError(f"task {self.name}: kind={self.kind!r}, expected 'finetune' or 'probe'")
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.metrics)
+
+    def metric(self, name: str) -> Metric | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+
+_SS = TestProtocol('test_ss', (), 'single-scale test')
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` to the table (a new name, or the same entry again)."""
+    if TASKS.get(task.name, task) != task:
+        raise ValueError(f'task {task.name!r} is already in the table with another definition')
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    return TASKS[name]
+
+
+def benchmark_order() -> tuple[str, ...]:
+    """The benchmark labels in column order."""
+    return tuple(t.benchmark for t in sorted(TASKS.values(), key=lambda t: t.column))
+
+
+def task_of_benchmark(benchmark: str) -> Task | None:
+    return next((t for t in TASKS.values() if t.benchmark == benchmark), None)
+
+
+def metric_rank(benchmark: str, metric: str) -> int:
+    """The position of ``metric`` among its benchmark's columns (unknown ones last)."""
+    task = task_of_benchmark(benchmark)
+    names = task.metric_names if task else ()
+    return names.index(metric) if metric in names else len(names)
+
+
+register_task(
+    Task(
+        name='ade20k',
+        benchmark='ADE20K',
+        kind='finetune',
+        weights_key='model.pretrained',
+        metrics=(
+            Metric('mIoU', 'test_ss', 'mIoU'),
+            Metric('mIoU ms+flip', 'test_ms', 'mIoU'),
+            Metric('aAcc', 'test_ss', 'aAcc'),
+        ),
+        column=0,
+        spec_keys=('config', 'cfg_options', 'gpus', 'ms_flip'),
+        eval_flags=('--eval', 'mIoU'),
+        tests=(_SS, TestProtocol('test_ms', ('--aug-test',), 'ms+flip test', switch='ms_flip')),
+        curves={'mIoU': ('mIoU', 1.0), 'aAcc': ('aAcc', 1.0)},
+        qualitative='segmentation',
+    )
+)
+register_task(
+    Task(
+        name='coco',
+        benchmark='COCO',
+        kind='finetune',
+        weights_key='model.backbone.pretrained',
+        metrics=(
+            Metric('box AP', 'test_ss', 'coco/bbox_mAP', 100.0),
+            Metric('mask AP', 'test_ss', 'coco/segm_mAP', 100.0),
+        ),
+        column=2,
+        eval_flags=('--eval', 'bbox', 'segm'),
+        tests=(TestProtocol('test_ss', (), 'test'),),
+        curves={'coco/bbox_mAP': ('box AP', 100.0), 'coco/segm_mAP': ('mask AP', 100.0)},
+        qualitative='detection',
+    )
+)
+register_task(
+    Task(
+        name='probe',
+        benchmark='ADE20K linear probe',
+        kind='probe',
+        weights_key='model.pretrained',
+        metrics=(Metric('mIoU', 'probe', 'metrics.mIoU'), Metric('aAcc', 'probe', 'metrics.aAcc')),
+        column=1,
+        # module: the probe command's module (default mae_dense.cli.probe), e.g. a site's own variant
+        spec_keys=('config', 'cfg_options', 'mode', 'module'),
+        gpus=1,  # a frozen-backbone probe fits one GPU
+    )
+)
