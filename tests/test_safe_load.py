@@ -150,3 +150,30 @@ def test_file_object():
     torch.save({'w': torch.ones(2)}, buf)
     buf.seek(0)
     assert load_file(buf)['w'].shape == (2,)
+
+
+@pytest.mark.parametrize('kind', ['random bytes', 'truncated zip', 'truncated legacy pickle'])
+def test_a_corrupt_file_is_not_a_checkpoint_not_an_attack(tmp_path, kind):
+    """Random bytes or a download cut short get 'not a checkpoint (...)', never the refusal meant for a
+    pickle that names a global outside the policy."""
+    import pickle
+
+    path = tmp_path / 'bad.pth'
+    if kind == 'random bytes':
+        path.write_bytes(
+            torch.randint(0, 256, (5000,), generator=torch.Generator().manual_seed(0))
+            .byte()
+            .numpy()
+            .tobytes()
+        )
+    elif kind == 'truncated zip':
+        torch.save({'w': torch.randn(64, 64)}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(pickle.dumps({'w': 1})[:5])
+    with pytest.raises(CheckpointError) as info:
+        load_file(path)
+    msg = str(info.value)
+    assert msg.startswith(f'{path}: not a checkpoint (') and 'unpickle' not in msg and '\n' not in msg, msg
+    if kind == 'truncated zip':
+        assert 'cut short' in msg

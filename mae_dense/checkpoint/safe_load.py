@@ -22,6 +22,7 @@ import io
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -193,9 +194,17 @@ def _torch_load(f: Any, where: str, map_location: Any) -> Any:
         )
     except _Refused as exc:
         raise _refusal(where, exc.qualname) from None
-    except pickle.UnpicklingError as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
         found = _GLOBAL_IN_MSG.search(str(first_error))
-        raise _refusal(where, found.group(1) if found else str(exc).splitlines()[0]) from None
+        if found:  # a real pickle that names a global outside the policy
+            raise _refusal(where, found.group(1)) from None
+        # random bytes, a truncated download, another format: nothing to do with code
+        raise CheckpointError(f'{where}: {_not_a_checkpoint(exc)}') from None
+
+
+def _not_a_checkpoint(exc: BaseException) -> str:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f'not a checkpoint ({msg}; a truncated download or another format? download it again)'
 
 
 def resolve_url(url: str, model_dir: str | os.PathLike | None = None, progress: bool = False) -> Path:
@@ -259,5 +268,8 @@ def load_file(src: str | os.PathLike | io.IOBase, map_location: Any = 'cpu') -> 
     except CheckpointError:
         raise
     except (RuntimeError, EOFError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f'{path}: not a readable checkpoint ({msg})') from None
+        with path.open('rb') as f:
+            zipped = f.read(4) == b'PK\x03\x04'
+        if zipped and not zipfile.is_zipfile(path):
+            exc = EOFError('a zip archive without its directory at the end: cut short')
+        raise CheckpointError(f'{path}: {_not_a_checkpoint(exc)}') from None
