@@ -128,7 +128,7 @@ def load_model(
             standard one).
         hint: how the user chose ``arch`` (named in the error when the checkpoint does not fit).
     """
-    from .checkpoint import load_file, unwrap
+    from .checkpoint import CheckpointError, load_file, load_full_mae, unwrap
 
     obj = load_file(ckpt)
     args = obj.get('args') if isinstance(obj, dict) else None
@@ -140,11 +140,11 @@ def load_model(
         kwargs['img_size'] = img_size
     model = MaskedAutoencoder(**kwargs)
     try:
-        model.load_official(sd)
-    except ValueError as exc:
-        msg = str(exc)
+        load_full_mae(model, sd, str(ckpt))
+    except CheckpointError as exc:
+        msg = str(exc).removeprefix(f'{ckpt}: ')
         if len(msg) > _MAX_ERROR:
             msg = msg[:_MAX_ERROR] + ' ...'
         hint = hint or 'the model size'
-        raise ValueError(f'{ckpt}: {msg} (does {hint} match the checkpoint?)') from None
+        raise CheckpointError(f'{ckpt}: {msg} (does {hint} match the checkpoint?)') from None
     return model.to(device).eval()

@@ -262,3 +262,8 @@ def build_segmentor(crop=32, stride=21, classes=5, **overrides):
             m.running_mean.zero_()
     model.eval()
     return model
+
+
+def official_layout(state_dict: dict) -> dict:
+    """A :class:`MaskedAutoencoder` state dict in the official ``models_mae.py`` names (no ``backbone.``)."""
+    return {k.removeprefix('backbone.'): v for k, v in state_dict.items()}

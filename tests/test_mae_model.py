@@ -6,10 +6,11 @@ from functools import partial
 
 import pytest
 import torch
-from helpers import randomize_, requires_inductor
+from helpers import official_layout, randomize_, requires_inductor
 from helpers import tiny_mae as tiny
 from torch import nn
 
+from mae_dense.checkpoint import CheckpointError, load_full_mae
 from mae_dense.models import MaskedAutoencoder, build_mae
 
 L = 16  # TINY_MAE: img 32, patch 8
@@ -148,11 +149,11 @@ def test_official_layout_loads_and_reconstructs_identically():
     src = tiny().eval()
     sd = official_state_dict(src)
     assert 'cls_token' in sd and 'blocks.0.norm1.weight' in sd and 'mask_token' in sd
-    src.load_official(sd)
+    load_full_mae(src, sd)
     dst = tiny().eval()
-    dst.load_official({'model': sd})  # official checkpoint wrapper
+    load_full_mae(dst, {'model': sd})  # official checkpoint wrapper
     own = tiny().eval()
-    own.load_official(src.state_dict())  # backbone.-prefixed layout
+    load_full_mae(own, src.state_dict())  # backbone.-prefixed layout
     imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, L)
     with torch.no_grad():
         ref = src(imgs, noise=noise)
@@ -163,7 +164,7 @@ def test_official_layout_loads_and_reconstructs_identically():
     # the loaded values are the checkpoint's, pos embeds included (not regenerated)
     torch.testing.assert_close(dst.backbone.pos_embed, sd['pos_embed'], rtol=0, atol=0)
     torch.testing.assert_close(dst.decoder_pos_embed, sd['decoder_pos_embed'], rtol=0, atol=0)
-    back = MaskedAutoencoder.to_official_layout(dst.state_dict())
+    back = official_layout(dst.state_dict())
     assert back.keys() == sd.keys()
 
 
@@ -183,7 +184,7 @@ def test_encoder_equals_timm_forward_features(attn_impl):
     ).eval()
     model = tiny(attn_impl=attn_impl).eval()
     sd = official_state_dict(model, seed=5)
-    model.load_official(sd)
+    load_full_mae(model, sd)
     enc = {k: v for k, v in sd.items() if not k.startswith(('decoder_', 'mask_token'))}
     missing, unexpected = ref.load_state_dict(enc, strict=False)
     assert unexpected == [] and missing == []
@@ -260,7 +261,7 @@ def test_forward_equals_the_official_forward(norm_pix_loss):
     sd = official_state_dict(tiny(), seed=7)
     ref.load_state_dict(sd, strict=True)  # the official names ARE the official module's names
     ours = tiny(norm_pix_loss=norm_pix_loss).eval()
-    ours.load_official(sd)
+    load_full_mae(ours, sd)
     imgs, noise = torch.randn(3, 3, 32, 32), torch.rand(3, L)
     with torch.no_grad():
         for ratio in (0.75, 0.4):
@@ -298,22 +299,22 @@ def test_grad_checkpointing_gives_same_gradients():
     torch.testing.assert_close(grads[1], grads[3])
 
 
-def test_load_official_names_wrong_keys():
+def test_loading_a_full_mae_names_wrong_keys():
     m = tiny()
     sd = official_state_dict(m)
     sd['blocks.0.mlp.fc3.weight'] = sd.pop('blocks.0.mlp.fc2.weight')
-    with pytest.raises(ValueError) as exc:
-        m.load_official(sd)
+    with pytest.raises(CheckpointError) as exc:
+        load_full_mae(m, sd)
     msg = str(exc.value)
     assert '\n' not in msg
     assert 'backbone.blocks.0.mlp.fc3.weight' in msg and 'backbone.blocks.0.mlp.fc2.weight' in msg
     sd = official_state_dict(m)
     sd['mask_token'] = torch.zeros(1, 1, 48)
-    with pytest.raises(ValueError, match=r'mask_token \(1, 1, 48\)'):
-        m.load_official(sd)
+    with pytest.raises(CheckpointError, match=r'mask_token \(1, 1, 48\)'):
+        load_full_mae(m, sd)
     enc_only = {k: v for k, v in official_state_dict(m).items() if not k.startswith(('decoder', 'mask'))}
-    with pytest.raises(ValueError, match='missing keys: mask_token'):
-        m.load_official(enc_only)  # an encoder-only release is not a full MAE
+    with pytest.raises(CheckpointError, match='missing keys: mask_token'):
+        load_full_mae(m, enc_only)  # an encoder-only release is not a full MAE
 
 
 def test_factory_sizes(monkeypatch):

@@ -17,6 +17,7 @@ from helpers import (
     config_with_hooks,
     log_text,
     model_state,
+    official_layout,
 )
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS, OPTIM_WRAPPERS
@@ -28,7 +29,6 @@ from mae_dense.cli.train import main as train_main
 from mae_dense.data import generate_synthetic_image_folder
 from mae_dense.data.image_folder import ImageFolder, list_image_folder
 from mae_dense.errors import DataError, NonFiniteLossError
-from mae_dense.models.mae import MaskedAutoencoder
 from mae_dense.models.vit import VisionTransformer
 from mae_dense.openmmlab.optim import SkipNonFiniteAmpOptimWrapper
 
@@ -211,7 +211,7 @@ def test_load_from_continues_strictly(tmp_path, folder, capsys):
     ckpt = first / 'epoch_2.pth'
     # a previous run's full checkpoint, and the same weights in the official models_mae.py layout
     official = tmp_path / 'checkpoint-0.pth'
-    torch.save({'model': MaskedAutoencoder.to_official_layout(model_state(ckpt)), 'epoch': 0}, official)
+    torch.save({'model': official_layout(model_state(ckpt)), 'epoch': 0}, official)
     for src in (ckpt, official):
         assert train(tmp_path / f'from_{src.stem}', folder, *options, f'load_from={src}') == 0
         assert f'Load checkpoint from {src}' in log_text(tmp_path / f'from_{src.stem}')
@@ -222,7 +222,10 @@ def test_load_from_continues_strictly(tmp_path, folder, capsys):
     capsys.readouterr()
     assert train(tmp_path / 'bad', folder, *options, f'load_from={encoder_only}') == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and 'does not fit the model: missing keys: mask_token' in err[0]
+    assert (
+        len(err) == 1
+        and f'{encoder_only}: MAE checkpoint does not fit the model: missing keys: mask_token' in err[0]
+    )
 
 
 # ------------------------------------------------------------------------------------- mixed precision

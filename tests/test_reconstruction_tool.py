@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_MAE, TINY_MAE_CONFIG, randomize_, tiny_mae
+from helpers import TINY_MAE, TINY_MAE_CONFIG, official_layout, randomize_, tiny_mae
 from PIL import Image
 
 from mae_dense import visualize as vis
 from mae_dense.cli import reconstruct as rec
-from mae_dense.models import MaskedAutoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools/visualize_reconstruction.py'
@@ -54,7 +53,7 @@ def images(tmp_path) -> list[str]:
 def ckpts(tmp_path) -> dict[str, str]:
     model = randomize_(tiny_mae(), seed=4)
     official = tmp_path / 'official.pth'
-    torch.save({'model': MaskedAutoencoder.to_official_layout(model.state_dict()), 'epoch': 3}, official)
+    torch.save({'model': official_layout(model.state_dict()), 'epoch': 3}, official)
     own = tmp_path / 'own.pth'
     torch.save(model.state_dict(), own)
     return {'official': str(official), 'own': str(own)}
@@ -156,6 +155,6 @@ def test_training_checkpoint_args_hint(tmp_path, capsys):
     model = tiny_mae()
     ckpt = tmp_path / 'checkpoint-1.pth'
     args = argparse.Namespace(norm_pix_loss=True, model='mae_vit_large_patch16')
-    torch.save({'model': MaskedAutoencoder.to_official_layout(model.state_dict()), 'args': args}, ckpt)
+    torch.save({'model': official_layout(model.state_dict()), 'args': args}, ckpt)
     vis.load_model(str(ckpt), TINY_MAE, None, 'cpu')
     assert 'pass --norm-pix' in capsys.readouterr().out

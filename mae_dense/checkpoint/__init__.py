@@ -3,7 +3,7 @@
 from ..errors import CheckpointError
 from .convert import convert_file, convert_state_dict
 from .layouts import Layout, detect, split_backbone, unwrap
-from .load import LoadReport, load_backbone, load_model, read_state_dict
+from .load import LoadReport, fit_full_mae, load_backbone, load_full_mae, load_model, read_state_dict
 from .safe_load import checkpoint_sha256, file_sha256, is_url, load_file, local_checkpoint, resolve_url
 
 __all__ = [
@@ -15,9 +15,11 @@ __all__ = [
     'convert_state_dict',
     'detect',
     'file_sha256',
+    'fit_full_mae',
     'is_url',
     'load_backbone',
     'load_file',
+    'load_full_mae',
     'load_model',
     'local_checkpoint',
     'read_state_dict',

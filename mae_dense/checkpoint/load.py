@@ -253,3 +253,48 @@ def load_model(
             + (f'; {"; ".join(notes)}' if notes else '')
         )
     return report
+
+
+# ------------------------------------------------------------------------------------------- a full MAE
+def fit_full_mae(
+    model: nn.Module, src: str | os.PathLike | Mapping, where: str | None = None
+) -> dict[str, torch.Tensor]:
+    """A full MAE checkpoint (encoder AND decoder) in ``model``'s names, checked to fit it exactly.
+
+    ``model`` is a :class:`~mae_dense.models.mae.MaskedAutoencoder` (its encoder under ``backbone.``). The
+    file may be in the official ``models_mae.py`` layout (encoder keys without a prefix: ``cls_token``,
+    ``pos_embed``, ``blocks.i.*``, ``norm.*``, then ``mask_token`` and ``decoder_*``; e.g.
+    ``mae_visualize_vit_large.pth`` or a ``checkpoint-N.pth``) or in the model's own; ``model``/
+    ``state_dict`` wrappers and a ``module.`` prefix are removed.
+
+    Raises:
+        CheckpointError: one line (starting with ``where``, the file's name by default) naming the missing,
+            unexpected or wrongly shaped keys.
+    """
+    sd, name = read_state_dict(src)
+    where = where or name
+    own = model.state_dict()
+    encoder_roots = {k.split('.', 2)[1] for k in own if k.startswith('backbone.')}
+    sd = {f'backbone.{k}' if k.split('.', 1)[0] in encoder_roots else k: v for k, v in sd.items()}
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [
+        f'{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}'
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f'missing keys: {", ".join(missing)}')
+    if unexpected:
+        problems.append(f'unexpected keys: {", ".join(unexpected)}')
+    if shapes:
+        problems.append(f'shape mismatch (checkpoint vs model): {"; ".join(shapes)}')
+    if problems:
+        raise CheckpointError(f'{where}: MAE checkpoint does not fit the model: ' + ' | '.join(problems))
+    return sd
+
+
+def load_full_mae(model: nn.Module, src: str | os.PathLike | Mapping, where: str | None = None) -> None:
+    """Load a full MAE checkpoint into ``model`` strictly (:func:`fit_full_mae`)."""
+    model.load_state_dict(fit_full_mae(model, src, where), strict=True)

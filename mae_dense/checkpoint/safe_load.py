@@ -267,7 +267,7 @@ def load_file(src: str | os.PathLike | io.IOBase, map_location: Any = 'cpu') -> 
             return _torch_load(f, str(path), map_location)
     except CheckpointError:
         raise
-    except (RuntimeError, EOFError, OSError) as exc:
+    except (RuntimeError, EOFError, OSError):
         with path.open('rb') as f:
             zipped = f.read(4) == b'PK\x03\x04'
         if zipped and not zipfile.is_zipfile(path):

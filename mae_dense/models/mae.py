@@ -21,7 +21,6 @@ project's checkpoint loader recognises the file; the decoder keeps the official 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 
 import torch
@@ -42,7 +41,6 @@ __all__ = [
 ]
 
 # Top-level names of the official encoder (no prefix in the official files; ``backbone.`` here).
-_ENCODER_ROOTS = ('cls_token', 'pos_embed', 'patch_embed', 'blocks', 'norm')
 
 
 class MaskedAutoencoder(nn.Module):
@@ -345,67 +343,6 @@ class MaskedAutoencoder(nn.Module):
         pred = self.forward_decoder(latent, ids_restore)  # (N, L, p*p*C)
         loss = self.forward_loss(imgs, pred, mask)
         return loss, pred, mask
-
-    # ------------------------------------------------------------------------------------------ checkpoint
-    @staticmethod
-    def to_own_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Official names (encoder keys without prefix) -> this class's names (``backbone.`` prefix).
-
-        Keys already under ``backbone.`` and the decoder's keys are kept as they are.
-        """
-        out = {}
-        for k, v in state_dict.items():
-            if k.split('.', 1)[0] in _ENCODER_ROOTS:
-                k = f'backbone.{k}'
-            out[k] = v
-        return out
-
-    @staticmethod
-    def to_official_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """This class's names -> the official ``models_mae.py`` names (``backbone.`` removed)."""
-        return {k.removeprefix('backbone.'): v for k, v in state_dict.items()}
-
-    def load_official(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load a full MAE state dict strictly: the official layout or this class's own.
-
-        Args:
-            state_dict: official ``models_mae.py`` keys (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``,
-                ``blocks.i.*``, ``norm.*``, ``mask_token``, ``decoder_*``; e.g. ``mae_visualize_vit_large.pth``
-                or a ``checkpoint-N.pth``), or keys with a ``backbone.`` prefix (this class). A
-                ``{'model': ...}``/``{'state_dict': ...}`` wrapper and a ``module.`` prefix are removed.
-
-        Raises:
-            ValueError: (one line) naming missing, unexpected or wrongly shaped keys.
-        """
-        self.load_state_dict(self.fit_state_dict(state_dict), strict=True)
-
-    def fit_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The state dict in this class's names, checked to fit exactly (see :meth:`load_official`).
-
-        Raises:
-            ValueError: (one line) naming missing, unexpected or wrongly shaped keys.
-        """
-        from ..checkpoint import unwrap
-
-        sd = self.to_own_layout(unwrap(state_dict, 'load_official'))
-        own = self.state_dict()
-        missing = [k for k in own if k not in sd]
-        unexpected = [k for k in sd if k not in own]
-        shapes = [
-            f'{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}'
-            for k in own
-            if k in sd and sd[k].shape != own[k].shape
-        ]
-        problems = []
-        if missing:
-            problems.append(f'missing keys: {", ".join(missing)}')
-        if unexpected:
-            problems.append(f'unexpected keys: {", ".join(unexpected)}')
-        if shapes:
-            problems.append(f'shape mismatch (checkpoint vs model): {"; ".join(shapes)}')
-        if problems:
-            raise ValueError('MAE checkpoint does not fit the model: ' + ' | '.join(problems))
-        return sd
 
 
 # ---------------------------------------------------------------------------------------------- factories

@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 from mmengine.utils import ProgressBar
 
-from ..errors import CheckpointError
+from ..checkpoint import fit_full_mae
 from ..models.mae import MaskedAutoencoder
 from .runner import unwrap_model
 
@@ -68,11 +68,9 @@ class MAEPretrainHook(Hook):
         model = unwrap_model(runner.model)
         if not isinstance(model, MaskedAutoencoder):
             return
-        try:
-            state_dict = model.fit_state_dict(checkpoint)
-        except ValueError as exc:
-            raise CheckpointError(str(exc)) from None
-        checkpoint['state_dict'] = state_dict  # official files are converted to this class's names
+        # official files are converted to this class's names (a misfit is one CheckpointError line)
+        where = getattr(runner, '_load_from', None) or 'the loaded checkpoint'
+        checkpoint['state_dict'] = fit_full_mae(model, checkpoint, where)
 
     def after_train_epoch(self, runner) -> None:
         preprocessor = getattr(unwrap_model(runner.model), 'data_preprocessor', None)
