@@ -143,12 +143,19 @@ def test_vitdet_defaults_for_b_and_l():
     assert large.global_blocks == (5, 11, 17, 23)
 
 
-def test_no_weight_decay_and_layer_ids():
+def test_no_weight_decay_and_layer_ids_of_the_vit_parameters():
+    from mae_dense.optim.layer_decay import get_layer_id, no_weight_decay_names
+
     vit = seg_vit()
-    nwd = vit.no_weight_decay()
-    assert {'pos_embed', 'cls_token', 'blocks.0.attn.relative_position_bias_table'} <= nwd
-    assert vit.get_layer_id('cls_token') == 0 and vit.get_layer_id('patch_embed.proj.weight') == 0
-    assert vit.get_layer_id('blocks.2.mlp.fc1.weight') == 3 and vit.get_layer_id('norm.weight') == 5
+    names = dict(vit.named_parameters())
+    nwd = no_weight_decay_names(vit.named_parameters())
+    assert {'pos_embed', 'cls_token', 'blocks.0.attn.relative_position_bias_table'} <= nwd <= set(names)
+    ids = {
+        n: get_layer_id(n, vit.depth)
+        for n in ('cls_token', 'patch_embed.proj.weight', 'blocks.2.mlp.fc1.weight')
+    }
+    assert ids == {'cls_token': 0, 'patch_embed.proj.weight': 0, 'blocks.2.mlp.fc1.weight': 3}
+    assert all(n in names for n in ids) and get_layer_id('norm.weight', vit.depth) == vit.depth + 1
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Small reusable ViT layers (plain PyTorch)."""
 
 from .attention import Attention
-from .block import Block, compile_blocks
+from .block import Block, compile_blocks, init_linear_and_norm, run_block
 from .drop_path import DropPath
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
@@ -18,6 +18,8 @@ __all__ = [
     'Attention',
     'Block',
     'compile_blocks',
+    'init_linear_and_norm',
+    'run_block',
     'DropPath',
     'Mlp',
     'PatchEmbed',

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from ..errors import ConfigError
@@ -109,3 +110,22 @@ def compile_blocks(blocks: Iterable[nn.Module], options: bool | dict | None) -> 
     setattr(config, name, max(getattr(config, name), 32))
     for block in blocks:
         block.compile(**{'dynamic': False, **options})
+
+
+def run_block(blk: nn.Module, x: torch.Tensor, hw: tuple[int, int], checkpointing: bool) -> torch.Tensor:
+    """``blk(x, hw)``; with ``checkpointing`` (and gradients on) its activations are recomputed in backward."""
+    if checkpointing and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(blk, x, hw, use_reentrant=False)
+    return blk(x, hw)
+
+
+def init_linear_and_norm(modules: Iterable[nn.Module]) -> None:
+    """The MAE/JAX-ViT init of ``modules``: xavier-uniform Linear weights and zero biases, LayerNorm (1, 0)."""
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

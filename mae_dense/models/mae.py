@@ -24,10 +24,9 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
-from ..layers import Block, compile_blocks, get_2d_sincos_pos_embed
+from ..layers import Block, compile_blocks, get_2d_sincos_pos_embed, init_linear_and_norm, run_block
 from ..optim.layer_decay import no_weight_decay_names
 from .archs import mae_config
 from .vit import VisionTransformer
@@ -148,16 +147,7 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_pos_embed.data.copy_(pe.unsqueeze(0))
         # timm's trunc_normal_(std=.02) is effectively normal_(std=.02) as cutoff is too big (2.)
         nn.init.normal_(self.mask_token, std=0.02)
-        for name, m in self.named_modules():
-            if name.startswith('backbone'):
-                continue
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)  # following official JAX ViT
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_and_norm(m for name, m in self.named_modules() if not name.startswith('backbone'))
 
     def no_weight_decay(self) -> set[str]:
         """Names beyond 1-D parameters and biases that the recipe does not decay (timm's convention)."""
@@ -257,9 +247,7 @@ class MaskedAutoencoder(nn.Module):
 
     # --------------------------------------------------------------------------------------------- decoder
     def _run_decoder_block(self, blk: Block, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(blk, x, hw, use_reentrant=False)
-        return blk(x, hw)
+        return run_block(blk, x, hw, self.grad_checkpointing)
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """Reconstruct every patch from the visible latents and mask tokens.

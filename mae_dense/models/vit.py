@@ -22,11 +22,17 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
-from ..layers import Block, PatchEmbed, compile_blocks, get_2d_sincos_pos_embed, resize_abs_pos_embed
-from ..optim.layer_decay import get_layer_id, no_weight_decay_names
+from ..layers import (
+    Block,
+    PatchEmbed,
+    compile_blocks,
+    get_2d_sincos_pos_embed,
+    init_linear_and_norm,
+    resize_abs_pos_embed,
+    run_block,
+)
 
 
 def quarter_ends(depth: int) -> tuple[int, ...]:
@@ -239,24 +245,9 @@ class VisionTransformer(nn.Module):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_and_norm(self.modules())
 
     # --------------------------------------------------------------- helpers
-    def no_weight_decay(self) -> set[str]:
-        """Names beyond 1-D parameters and biases that the MAE recipe does not decay (timm's convention)."""
-        return no_weight_decay_names(self.named_parameters())
-
-    def get_layer_id(self, name: str) -> int:
-        """Layer id for layer-wise LR decay: embeddings 0, ``blocks.i`` i+1, the rest depth+1."""
-        return get_layer_id(name, self.depth)
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
@@ -286,9 +277,7 @@ class VisionTransformer(nn.Module):
         return x, hw
 
     def _run_block(self, blk: Block, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(blk, x, hw, use_reentrant=False)
-        return blk(x, hw)
+        return run_block(blk, x, hw, self.grad_checkpointing)
 
     def _to_map(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = x[:, self.num_prefix :]
