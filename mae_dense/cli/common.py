@@ -40,8 +40,7 @@ class _DictAction(argparse.Action):
 
 def load_config(path: str, args: argparse.Namespace):
     """Config with --cfg-options, --work-dir and the launcher applied; one-line errors."""
-    from ..config_files import config_from_file
-    from .configs import resolve_config
+    from ..config_files import config_from_file, resolve_config
 
     path = resolve_config(path)  # a file, or the name of a shipped config
     cfg = config_from_file(path)  # ToolError: one line naming the file
@@ -186,11 +185,11 @@ def mae_kwargs(args: argparse.Namespace) -> tuple[dict, str]:
     if not getattr(args, 'config', None):
         arch = args.arch or args.default_arch
         return mae_config(arch), f'--arch {arch}'
+    from ..config_files import config_from_file
+
     if not Path(args.config).is_file():
         raise ToolError(f'{args.config}: config file not found')
-    from mmengine.config import Config
-
-    model = Config.fromfile(args.config).get('model')
+    model = config_from_file(args.config).get('model')
     if not model or model.get('type') != 'MAEPretrainer':
         raise ToolError(f"{args.config}: expected a pretraining config (model.type='MAEPretrainer')")
     kwargs = {k: v for k, v in model.to_dict().items() if k not in ('type', 'data_preprocessor')}

@@ -11,7 +11,7 @@ import ast
 import sys
 from pathlib import Path
 
-from ..config_files import CONFIG_ROOT, closest_shipped, shipped_config, shipped_configs
+from ..config_files import CONFIG_ROOT, resolve_config, shipped_configs
 from ..errors import ToolError
 
 # What each folder's configs train.
@@ -22,22 +22,6 @@ TASKS = {
     'demo': 'demo (synthetic data)',
     'pipelines': 'pipeline (mae-dense pipeline)',
 }
-
-
-def resolve_config(name: str) -> str:
-    """``name`` if it is a file, else the shipped config called ``name`` (with or without ``.py``).
-
-    Raises:
-        ToolError: neither a file nor a shipped config; names the closest shipped ones.
-    """
-    if Path(name).is_file():
-        return name
-    found = shipped_config(name)
-    if found is not None:
-        return str(found)
-    close = closest_shipped(name)
-    hint = f'; closest shipped configs: {", ".join(close)}' if close else '; `mae-dense configs` lists them'
-    raise ToolError(f'{name}: config file not found and not a shipped config name{hint}')
 
 
 def published(path: Path) -> dict | None:

@@ -32,7 +32,7 @@ def _check_work_dir(work_dir: str | None) -> None:
 
 def check(tool: str, argv: list[str]) -> None:
     """Parse ``argv`` as ``tools/{tool}.py`` does and check the files it names; raise one ToolError."""
-    from .configs import resolve_config
+    from ..config_files import config_from_file, resolve_config
 
     if tool == 'train':
         from .train import parse_args
@@ -51,11 +51,9 @@ def check(tool: str, argv: list[str]) -> None:
     config = resolve_config(args.config)
     _check_work_dir(args.work_dir)
     if tool == 'test' and args.eval:  # e.g. --eval mIoU on a detection config
-        from mmengine.config import Config
-
         from .test import apply_eval
 
-        apply_eval(Config.fromfile(config, import_custom_modules=False), args.eval, args.config)
+        apply_eval(config_from_file(config, import_custom_modules=False), args.eval, args.config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,12 +10,11 @@ import hashlib
 import json
 import os
 import subprocess
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config_files import config_from_file
+from ..config_files import read_config as _read_config
 from ..errors import PipelineError
 from ..models.archs import ARCHS, arch_by_width
 from .tasks import TASKS
@@ -62,13 +61,8 @@ def git_commit() -> str:
 
 
 def read_config(config: str, cfg_options: dict[str, Any] | None = None):
-    """An mmengine Config with ``cfg_options`` merged; one line naming the file when it cannot be read."""
-    with warnings.catch_warnings():  # mmengine's import of pkg_resources warns on every config read
-        warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-        cfg = config_from_file(config, PipelineError)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
+    """An mmengine Config with ``cfg_options`` merged; one pipeline error line naming the file."""
+    return _read_config(config, cfg_options, PipelineError)
 
 
 def model_label(cfg) -> str:

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import config_files
 from ..checkpoint import is_url
-from ..config_files import CONFIG_ROOT, PROBE_MODES, closest_shipped, config_from_file, shipped_config
+from ..config_files import PROBE_MODES, config_from_file
 from ..errors import PipelineError
 from .tasks import TASKS, Task, TestProtocol
 
@@ -160,23 +161,8 @@ def check_keys(where: str, mapping: Mapping, allowed: Iterable[str]) -> None:
 
 
 def resolve_config(path: Any, where: str) -> str:
-    """An OpenMMLab config path as an absolute path; ``configs/...`` also finds the configs shipped inside
-    the package, so a pipeline names them the same way from any directory, and a shipped config's name
-    alone finds it as it does for the tools (``mae-dense train NAME``)."""
-    if not isinstance(path, str) or not path:
-        raise PipelineError(f'{where}: config must be a path, got {path!r}')
-    p = Path(path).expanduser()
-    if p.is_file():
-        return str(p.resolve())
-    shipped = CONFIG_ROOT / (p.relative_to('configs') if p.parts[:1] == ('configs',) else p)
-    if not p.is_absolute() and shipped.is_file():
-        return str(shipped)
-    named = shipped_config(path)
-    if named is not None:
-        return str(named)
-    close = closest_shipped(path)
-    hint = f' (closest shipped configs: {", ".join(close)})' if close else ''
-    raise PipelineError(f'{where}: config {path}: file not found{hint}')
+    """An OpenMMLab config of a pipeline entry as an absolute path (:func:`config_files.resolve_config`)."""
+    return config_files.resolve_config(path, PipelineError, where, absolute=True)
 
 
 def _mapping(value: Any, where: str) -> dict:
