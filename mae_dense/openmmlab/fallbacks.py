@@ -3,15 +3,21 @@
 mmengine's ``AmpOptimWrapper`` refuses to start without an accelerator and ``nn.SyncBatchNorm`` needs
 CUDA tensors once a process group exists. On CPU, mixed precision becomes bf16 autocast (when the config
 asks for bf16) or fp32, and SyncBN becomes BatchNorm, so tests, the demo and smoke runs use the
-configs unchanged. On a CUDA machine both are exactly mmengine's/torch's.
+configs unchanged.
+
+The fallbacks are registered under their own names only: mmengine's ``AmpOptimWrapper`` and mmcv's
+``SyncBN`` stay what they are for every config. A run through the project's Runner
+(:meth:`~mae_dense.openmmlab.runner.MAEDenseRunner.from_cfg`, which the tools use) puts them in its
+config's place with :func:`cpu_fallback_cfg` on a machine without CUDA; on a CUDA machine nothing is
+rewritten.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from mmengine.device import is_cuda_available, is_mlu_available, is_musa_available, is_npu_available
@@ -34,6 +40,7 @@ def _has_accelerator() -> bool:
     return is_cuda_available() or is_npu_available() or is_mlu_available() or is_musa_available()
 
 
+@OPTIM_WRAPPERS.register_module(force=True)
 class AmpOptimWrapperWithCpuFallback(AmpOptimWrapper):
     """mmengine's AmpOptimWrapper, plus two plain fp32 cases (no autocast, no loss scaler, one log line).
 
@@ -96,8 +103,9 @@ class AmpOptimWrapperWithCpuFallback(AmpOptimWrapper):
             yield
 
 
+@MODELS.register_module(force=True)
 class SyncBNWithCpuFallback(nn.SyncBatchNorm):
-    """``SyncBN``: torch's SyncBatchNorm with CUDA; BatchNorm2d (one warning line) without."""
+    """mmcv's ``SyncBN`` (torch's SyncBatchNorm) with CUDA; BatchNorm2d (one warning line) without."""
 
     _abbr_ = 'bn'
 
@@ -118,10 +126,28 @@ class MMDistributedDataParallelCPU(MMDistributedDataParallel):
         super().__init__(module=module, device_ids=None, **kwargs)
 
 
-def install_cpu_fallbacks() -> None:
-    """Register the fallbacks under mmengine's names, so configs keep ``AmpOptimWrapper`` and ``SyncBN``."""
-    import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so ours replaces it and not vice versa)
+def _retype(node: Any, old: str, new: str) -> None:
+    """Set ``type=new`` in every dict under ``node`` (through lists too) whose ``type`` is ``old``."""
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            _retype(item, old, new)
+    elif isinstance(node, dict):  # (mmengine's ConfigDict is a dict)
+        for value in node.values():
+            _retype(value, old, new)
+        if node.get('type') == old:
+            node['type'] = new
 
-    OPTIM_WRAPPERS.register_module(name='AmpOptimWrapper', module=AmpOptimWrapperWithCpuFallback, force=True)
-    MODELS.register_module(name='SyncBN', module=SyncBNWithCpuFallback, force=True)
-    warnings.filterwarnings('ignore', message='.*torch.cuda.amp.*')
+
+def cpu_fallback_cfg(cfg: Any) -> Any:
+    """``cfg`` (changed in place, and returned) with the fallbacks this machine needs, under their own names.
+
+    Without an accelerator, ``optim_wrapper`` entries of type ``AmpOptimWrapper`` become
+    :class:`AmpOptimWrapperWithCpuFallback`; without CUDA, the ``SyncBN`` layers of ``model`` become
+    :class:`SyncBNWithCpuFallback` (BatchNorm2d). Each logs its one line when it is built. With CUDA,
+    nothing changes.
+    """
+    if not _has_accelerator() and cfg.get('optim_wrapper'):
+        _retype(cfg['optim_wrapper'], 'AmpOptimWrapper', AmpOptimWrapperWithCpuFallback.__name__)
+    if not torch.cuda.is_available() and cfg.get('model'):
+        _retype(cfg['model'], 'SyncBN', SyncBNWithCpuFallback.__name__)
+    return cfg
