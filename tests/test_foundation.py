@@ -85,9 +85,8 @@ def test_custom_imports_registers_everything(tmp_path, task):
             assert type(m).__name__ == 'VisionTransformer', type(m)
         assert E.get('MAEPretrainer') is not None
         assert C.get('ViTLayerDecayOptimizerConstructor') is not None
-        # the CPU fallbacks, under their own names (the frameworks' names: the test below)
+        # the AMP fallback, under its own name (the frameworks' names: the test below)
         assert OPTIM_WRAPPERS.get('AmpOptimWrapperWithCpuFallback') is not None
-        assert E.get('SyncBNWithCpuFallback') is not None
         print('ok')
     """)
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path)
@@ -242,12 +241,12 @@ def test_mmengine_loading_goes_through_the_policy(tmp_path):
 
 @pytest.mark.parametrize('dtype', [None, 'bfloat16'])
 def test_amp_and_syncbn_config_runs_one_step_on_cpu(dtype):
-    """What MAEDenseRunner.from_cfg (the tools' Runner) builds from AmpOptimWrapper and SyncBN without CUDA."""
+    """What MAEDenseRunner (the tools' Runner) builds from AmpOptimWrapper and SyncBN without CUDA."""
     from mmengine.optim import build_optim_wrapper
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
-    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
+    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg, cpu_fallback_model
 
     register_all_modules()
     norm = dict(type='SyncBN', requires_grad=True)
@@ -292,10 +291,14 @@ def test_amp_and_syncbn_config_runs_one_step_on_cpu(dtype):
             optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
         ),
     )
-    cpu_fallback_cfg(cfg)  # our names; the frameworks' AmpOptimWrapper and SyncBN need CUDA
+    cpu_fallback_cfg(cfg)  # MAEDenseRunner.from_cfg: mmengine's AmpOptimWrapper needs an accelerator
     assert cfg['optim_wrapper']['type'] == 'AmpOptimWrapperWithCpuFallback'
-    assert cfg['model']['neck']['norm_cfg']['type'] == 'SyncBNWithCpuFallback'
     model = MODELS.build(cfg['model'])
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())  # mmcv's SyncBN
+    params = dict(model.named_parameters())
+    model = cpu_fallback_model(model)  # MAEDenseRunner.build_model: DDP refuses SyncBatchNorm on CPU
+    after = dict(model.named_parameters())
+    assert after.keys() == params.keys() and all(after[n] is params[n] for n in params)  # the same tensors
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     wrapper = build_optim_wrapper(model, cfg['optim_wrapper'])

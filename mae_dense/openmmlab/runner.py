@@ -23,8 +23,9 @@ What the project changes in mmengine is installed here, when a run starts, and n
 config opts in by naming this Runner (``runner_type='MAEDenseRunner'``, as the shipped configs do; the
 tools build it for any config). Building it installs the project's checkpoint-loading policy
 (``load_checkpoint``, ``load_from``, resume: :mod:`.loading`) and atomic writes for local files
-(:mod:`.checkpointing`); :meth:`MAEDenseRunner.from_cfg` applies the CPU fallbacks to the config on a
-machine without CUDA (:func:`~.fallbacks.cpu_fallback_cfg`).
+(:mod:`.checkpointing`); on a machine without CUDA it applies the CPU fallbacks (:mod:`.fallbacks`): to
+the config in :meth:`MAEDenseRunner.from_cfg` (``AmpOptimWrapper``), to the built model in
+:meth:`MAEDenseRunner.build_model` (SyncBatchNorm).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
 from .checkpointing import install_atomic_checkpoints
-from .fallbacks import cpu_fallback_cfg
+from .fallbacks import cpu_fallback_cfg, cpu_fallback_model
 from .loading import install_loading_policy
 
 __all__ = ['MAEDenseRunner', 'fit_loader_cfg', 'refuse_single_value_batchnorm', 'unwrap_model']
@@ -106,7 +107,7 @@ class MAEDenseRunner(Runner):
     """mmengine's ``Runner`` (same arguments and ``from_cfg``) whose loaders and schedules fit the run.
 
     Building it installs the loading policy and atomic local writes into mmengine (idempotent, for the
-    rest of the process); :meth:`from_cfg` also applies the CPU fallbacks to the config.
+    rest of the process) and applies the CPU fallbacks (:meth:`from_cfg`, :meth:`build_model`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -119,6 +120,10 @@ class MAEDenseRunner(Runner):
     def from_cfg(cls, cfg: Any) -> Runner:
         """``Runner.from_cfg`` on a copy of ``cfg`` with the CPU fallbacks this machine needs (one line each)."""
         return super().from_cfg(cpu_fallback_cfg(copy.deepcopy(cfg)))  # the caller's cfg unchanged
+
+    def build_model(self, model: torch.nn.Module | dict) -> torch.nn.Module:
+        """``Runner.build_model``; without CUDA, SyncBatchNorm layers become BatchNorm2d (one line), before DDP."""
+        return cpu_fallback_model(super().build_model(model))
 
     def _say_once(self, msg: str) -> None:
         said = self.__dict__.setdefault('_said', set())
