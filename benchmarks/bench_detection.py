@@ -47,7 +47,9 @@ CONFIGS = {
 def load_config(args: argparse.Namespace):
     from mmengine.config import Config
 
-    cfg = Config.fromfile(str(CONFIGS[args.arch]))
+    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
+
+    cfg = cpu_fallback_cfg(Config.fromfile(str(CONFIGS[args.arch])))  # AMP: fp32 on CPU, as the tools run it
     cfg.model.backbone.pretrained = None  # random weights: timing does not depend on them
     cfg.model.data_preprocessor.pad_size_divisor = args.size  # square padding to the benchmark size
     if args.depth:

@@ -100,8 +100,8 @@ def main() -> None:
     from mmseg.models.segmentors import EncoderDecoder
     from mmseg.utils import register_all_modules
 
-    import mae_dense.openmmlab  # noqa: F401
     import mae_dense.openmmlab.segmentation  # noqa: F401
+    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
 
     register_all_modules(init_default_scope=True)
     ours_cfg, ref_cfg = configs(args)
@@ -183,6 +183,7 @@ def main() -> None:
             ow_cfg.type = wrapper_type
             if wrapper_type == 'AmpOptimWrapper':
                 ow_cfg.loss_scale = 'dynamic'
+        ow_cfg = cpu_fallback_cfg(dict(optim_wrapper=ow_cfg))['optim_wrapper']  # as the tools run it
         wrapper = build_optim_wrapper(model, ow_cfg)
         data = batch(args.train_batch, args.crop, args.crop, device)
         train_rows[name] = measure(

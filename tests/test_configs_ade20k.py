@@ -49,6 +49,11 @@ def test_recipe_values(path):
     assert cfg.model.auxiliary_head.loss_decode.loss_weight == 0.4
     ow = cfg.optim_wrapper
     assert ow.type == 'AmpOptimWrapper' and ow.loss_scale == 'dynamic' and 'fp16' not in cfg
+    # the project's Runner and crash-safe checkpoint hook, named as theirs (nothing of mmengine's replaced)
+    assert (cfg.runner_type, cfg.default_hooks.checkpoint.type) == (
+        'MAEDenseRunner',
+        'CrashSafeCheckpointHook',
+    )
     assert (ow.optimizer.lr, ow.optimizer.weight_decay, ow.paramwise_cfg.layer_decay_rate) == (
         1e-4,
         0.05,
@@ -109,14 +114,17 @@ def test_published_configs_build_mmsegs_optimizer_groups():
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
-    import mae_dense.openmmlab  # noqa: F401
     import mae_dense.openmmlab.segmentation  # noqa: F401
     from mae_dense.checkpoint.layouts import canonical_to_mm
+    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
 
     register_all_modules(init_default_scope=True)
-    ours_cfg = _load(ROOT / 'configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py')
+    # both AmpOptimWrapper configs as the tools' Runner builds them without CUDA
+    ours_cfg = cpu_fallback_cfg(
+        _load(ROOT / 'configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py')
+    )
     mim = Path(mmseg.__file__).parent / '.mim/configs/mae'
-    ref_cfg = Config.fromfile(str(mim / 'mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'))
+    ref_cfg = cpu_fallback_cfg(Config.fromfile(str(mim / 'mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py')))
     ref_cfg.model.pretrained = None
     ours, ref = MODELS.build(ours_cfg.model), MODELS.build(ref_cfg.model)
     ours_groups = build_optim_wrapper(ours, ours_cfg.optim_wrapper).optimizer.param_groups
@@ -144,11 +152,11 @@ def test_builds_and_runs_one_train_step(path):
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
-    import mae_dense.openmmlab  # noqa: F401
     import mae_dense.openmmlab.segmentation  # noqa: F401
+    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
 
     register_all_modules(init_default_scope=True)  # an earlier Runner may have left another scope
-    cfg = _load(path)
+    cfg = cpu_fallback_cfg(_load(path))  # as the tools' Runner builds it without CUDA
     cfg.model.data_preprocessor.size = (64, 64)  # reduced input size: the ViT takes any size
     model = MODELS.build(cfg.model)
     model.init_weights()

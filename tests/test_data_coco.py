@@ -349,15 +349,15 @@ def _load_file(path: Path) -> dict[str, Any]:
 
 
 def _gt_as_predictions_ap(
-    dataset: Any, ann_file: Path, shift: float = 0.0, keep: int | None = None
+    dataset: Any, ann_file: Path, shift: float = 0.0, keep: int | None = None, metric: str = 'CocoMetric'
 ) -> dict[str, float]:
-    """CocoMetric's results for the ground truth fed back as predictions (boxes moved by ``shift``; only the
+    """``metric``'s results for the ground truth fed back as predictions (boxes moved by ``shift``; only the
     first ``keep`` objects of each image)."""
     import torch
     from mmdet.registry import METRICS
     from mmengine.structures import InstanceData
 
-    metric = METRICS.build(dict(type='CocoMetric', ann_file=str(ann_file), metric=['bbox', 'segm']))
+    metric = METRICS.build(dict(type=metric, ann_file=str(ann_file), metric=['bbox', 'segm']))
     metric.dataset_meta = dataset.metainfo
     for index in range(len(dataset)):
         data_sample = dataset[index]['data_samples']
@@ -386,12 +386,13 @@ def test_no_detection_at_all_scores_ap_zero(coco_root: Path, mmdet_registered: N
     import mae_dense.openmmlab.detection  # noqa: F401  (the COCO configs import it)
 
     dataset = _build(_dataset_cfg(coco_root))
-    results = _gt_as_predictions_ap(dataset, ann_file_path(coco_root, 'val'), keep=0)
+    ours = 'CocoMetricScoringNoDetections'
+    results = _gt_as_predictions_ap(dataset, ann_file_path(coco_root, 'val'), keep=0, metric=ours)
     assert results == {
         f'coco/{m}_{i}': 0.0
         for m in ('bbox', 'segm')
         for i in ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
     }
     assert (
-        _gt_as_predictions_ap(dataset, ann_file_path(coco_root, 'val'))['coco/bbox_mAP'] == 1.0
+        _gt_as_predictions_ap(dataset, ann_file_path(coco_root, 'val'), metric=ours)['coco/bbox_mAP'] == 1.0
     )  # unchanged

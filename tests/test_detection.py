@@ -218,11 +218,11 @@ def _demo_detector():
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    import mae_dense.openmmlab  # noqa: F401
     import mae_dense.openmmlab.detection  # noqa: F401
+    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
 
     register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(str(DEMO))
+    cfg = cpu_fallback_cfg(Config.fromfile(str(DEMO)))  # as the tools' Runner builds it without CUDA
     return cfg, MODELS.build(cfg.model)
 
 

@@ -41,7 +41,8 @@ def _last_line(r) -> str:
         (
             'dist_test.sh',
             [COCO, 'CKPT', '1', '--eval', 'mIoU'],
-            f'error: --eval mIoU: not a COCO metric, and {COCO} is a detection config (CocoMetric); expected bbox',
+            f'error: --eval mIoU: not a COCO metric, and {COCO} is a detection config '
+            '(CocoMetricScoringNoDetections); expected bbox',
         ),
     ],
     ids=['missing-checkpoint', 'missing-config', 'missing-resume', 'detection-config-segmentation-metric'],

@@ -112,6 +112,11 @@ def test_config_names_its_architecture(config):
     assert f'_vit-{cfg.model.arch}-p{patch}_8xb{cfg.train_dataloader.batch_size}-' in config.name
     assert f'-{cfg.train_cfg.max_epochs}e_' in config.name
     assert cfg.optim_wrapper.type == 'SkipNonFiniteAmpOptimWrapper'  # an AmpOptimWrapper (see test_pretrain)
+    # the project's Runner and crash-safe checkpoint hook, named as theirs (nothing of mmengine's replaced)
+    assert (cfg.runner_type, cfg.default_hooks.checkpoint.type) == (
+        'MAEDenseRunner',
+        'CrashSafeCheckpointHook',
+    )
 
 
 def _one_step(arch: str) -> None:

@@ -292,6 +292,10 @@ def test_probe_configs_state_dinov2_linear_protocol(path):
     )
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.betas, opt.weight_decay, 'lr' in opt) == ('AdamW', (0.9, 0.999), 1e-4, False)
+    assert (cfg.runner_type, cfg.default_hooks.checkpoint.type) == (
+        'MAEDenseRunner',
+        'CrashSafeCheckpointHook',
+    )
     warm, poly = cfg.param_scheduler
     # mmcv 0.x's poly x warm-up (mmengine reaches a scheduler's end value at `end - 1`)
     assert (warm.start_factor, warm.end, poly.begin, poly.end, poly.power) == (1e-6, 1501, 0, 40001, 1.0)

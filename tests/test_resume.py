@@ -29,7 +29,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner import loops as mmengine_loops
 from torch.utils.data import BatchSampler, DataLoader
 
-import mae_dense.openmmlab  # noqa: F401  (registries, atomic backend, loading policy)
+import mae_dense.openmmlab  # noqa: F401  (registries)
 from mae_dense.cli.train import main as train_main
 from mae_dense.openmmlab.checkpointing import (
     AtomicLocalBackend,
@@ -37,6 +37,7 @@ from mae_dense.openmmlab.checkpointing import (
     atomic_write,
     checkpoint_problem,
     choose_resume_checkpoint,
+    install_atomic_checkpoints,
 )
 from mae_dense.openmmlab.loops import _ResumedInfiniteIterator
 
@@ -62,7 +63,9 @@ def test_atomic_write_keeps_the_old_file_whole_when_interrupted(tmp_path, monkey
     assert target.read_bytes() == b'old' and sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.pth']
     monkeypatch.undo()
 
-    # mmengine writes every local file (checkpoints included) through the atomic backend
+    # once a run that opted in has started (CrashSafeCheckpointHook.before_run, MAEDenseRunner), mmengine
+    # writes every local file (checkpoints included) through the atomic backend
+    install_atomic_checkpoints()
     backend = get_file_backend(str(target))
     assert isinstance(backend, AtomicLocalBackend)
     backend.put(b'new', target)

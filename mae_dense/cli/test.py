@@ -50,10 +50,12 @@ def _evaluators(cfg) -> list:
     return list(ev) if isinstance(ev, (list, tuple)) else [ev]
 
 
+# mmdet's, and ours (mae_dense.openmmlab.detection: the same arguments, no detection at all scores 0.0)
+COCO_METRICS = ('CocoMetric', 'CocoMetricScoringNoDetections')
 # evaluator type -> (what the config is, the legacy --eval names it takes, the evaluator key they set)
 EVAL_NAMES = {
     'IoUMetric': ('segmentation', SEG_METRICS, 'iou_metrics'),
-    'CocoMetric': ('detection', DET_METRICS, 'metric'),
+    **dict.fromkeys(COCO_METRICS, ('detection', DET_METRICS, 'metric')),
 }
 
 
@@ -86,7 +88,7 @@ def apply_out(cfg, out: str) -> None:
         if ev['type'] == 'IoUMetric':
             ev['output_dir'] = out
             ev['keep_results'] = True
-        elif ev['type'] == 'CocoMetric':
+        elif ev['type'] in COCO_METRICS:
             ev['outfile_prefix'] = out
 
 

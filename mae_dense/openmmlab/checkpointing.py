@@ -1,13 +1,16 @@
 """Checkpoints that survive a kill at any instant, and a resume that skips a broken newest checkpoint.
 
-Installed by ``import mae_dense.openmmlab`` through mmengine's own extension points:
+Opt-in, through mmengine's own extension points, never by replacing one of its names: a config names
+``default_hooks.checkpoint=dict(type='CrashSafeCheckpointHook', ...)`` (the shipped configs do); the hook
+and the project's Runner (:class:`~mae_dense.openmmlab.runner.MAEDenseRunner`) install the atomic writes
+when the run starts (:func:`install_atomic_checkpoints`).
 
 * **Atomic writes.** Local paths get :class:`AtomicLocalBackend` (mmengine's file-backend registry, prefix
   ``''``): ``put``/``put_text`` write a hidden temporary file in the same directory, flush and fsync it,
   rename it over the target and fsync the directory. ``Runner.save_checkpoint`` writes through it, so a
   checkpoint file is either the previous complete one or the new complete one, never a prefix.
-* **Safe order.** :class:`CrashSafeCheckpointHook` replaces mmengine's ``CheckpointHook`` under its name:
-  it writes the new checkpoint, then ``last_checkpoint`` (atomically), and only then deletes the checkpoint
+* **Safe order.** :class:`CrashSafeCheckpointHook` is mmengine's ``CheckpointHook`` (same arguments) that
+  writes the new checkpoint, then ``last_checkpoint`` (atomically), and only then deletes the checkpoint
   that ``max_keep_ckpts`` retires. mmengine 0.10 deletes it *before* saving, so with ``max_keep_ckpts=1`` a
   kill during the save left no checkpoint at all. The same order holds for the ``save_best`` checkpoint.
 * **No rank passes a checkpoint that is not on disk.** mmengine saves on rank 0 only, with no barrier, so
@@ -96,7 +99,10 @@ class AtomicLocalBackend(LocalBackend):
 
 
 def install_atomic_checkpoints() -> None:
-    """Local paths (no ``scheme://``) write through :class:`AtomicLocalBackend`; idempotent."""
+    """Local paths (no ``scheme://``) write through :class:`AtomicLocalBackend` from now on; idempotent.
+
+    Called when a run that opted in starts (:class:`CrashSafeCheckpointHook`, ``MAEDenseRunner``).
+    """
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
 
 
@@ -173,12 +179,14 @@ def choose_resume_checkpoint(work_dir: str | os.PathLike) -> tuple[str | None, l
     return None, skipped
 
 
-@HOOKS.register_module(name='CheckpointHook', force=True)
 @HOOKS.register_module(force=True)
 class CrashSafeCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` (same arguments) that survives a kill at any instant.
 
-    * saves are atomic (through :class:`AtomicLocalBackend`), and so is ``last_checkpoint``;
+    A config opts in with ``default_hooks.checkpoint=dict(type='CrashSafeCheckpointHook', ...)``.
+
+    * saves are atomic (through :class:`AtomicLocalBackend`, installed when the run starts), and so is
+      ``last_checkpoint``;
     * the checkpoint retired by ``max_keep_ckpts`` is deleted only after the new one and
       ``last_checkpoint`` are on disk, never before;
     * likewise the previous ``save_best`` checkpoint is deleted only after the new best one is written;
@@ -190,6 +198,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
     """
 
     def before_run(self, runner) -> None:
+        install_atomic_checkpoints()  # before anything is saved, whichever Runner runs the hook
         super().before_run(runner)
         training = isinstance(runner._train_loop, BaseLoop)  # Runner.train() builds its loop before this
         if not (training and runner._resume and runner._load_from is None):  # not an automatic resume

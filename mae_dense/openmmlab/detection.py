@@ -8,8 +8,9 @@ Importing this module (``custom_imports=dict(imports=['mae_dense.openmmlab',
   ``norm_cfg=dict(type='LN2d', eps=1e-6)`` in mmdet's conv heads (mmcv's ``build_norm_layer``);
 * ``Fp16CompressionHook`` (mmengine ``HOOKS``): DDP gradients all-reduced in fp16, as detectron2's
   ``train.ddp.fp16_compression=True``;
-* ``CocoMetric`` (mmdet ``METRICS``): mmdet's, except that a test set without a single detection above the
-  score threshold scores AP 0.0 with one warning line (mmdet logs an error and returns no metric);
+* ``CocoMetricScoringNoDetections`` (mmdet ``METRICS``): mmdet's ``CocoMetric`` (same arguments), except
+  that a test set without a single detection above the score threshold scores AP 0.0 with one warning line
+  (mmdet logs an error and returns no metric); mmdet's own ``CocoMetric`` is left as it is;
 * and, through :mod:`mae_dense.openmmlab.coco`, ``CheckedCocoDataset`` (mmdet ``DATASETS``).
 """
 
@@ -67,6 +68,7 @@ class Fp16CompressionHook(Hook):
             )
 
 
+@METRICS.register_module(force=True)
 class CocoMetricScoringNoDetections(CocoMetric):
     """mmdet's ``CocoMetric``; no detection at all (e.g. all scores under ``score_thr``) scores AP 0.0."""
 
@@ -91,6 +93,5 @@ class CocoMetricScoringNoDetections(CocoMetric):
         return zeros
 
 
-METRICS.register_module(name='CocoMetric', module=CocoMetricScoringNoDetections, force=True)
 DET_MODELS.register_module(name=NECK_NAME, module=SimpleFPN, force=True)
 ENGINE_MODELS.register_module(name=NORM_NAME, module=LayerNorm2d, force=True)  # mmdet's MODELS finds it too

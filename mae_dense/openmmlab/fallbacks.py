@@ -3,22 +3,29 @@
 mmengine's ``AmpOptimWrapper`` refuses to start without an accelerator and ``nn.SyncBatchNorm`` needs
 CUDA tensors once a process group exists. On CPU, mixed precision becomes bf16 autocast (when the config
 asks for bf16) or fp32, and SyncBN becomes BatchNorm, so tests, the demo and smoke runs use the
-configs unchanged. On a CUDA machine both are exactly mmengine's/torch's.
+configs unchanged.
+
+Nothing of mmengine's or mmcv's is replaced: ``AmpOptimWrapper`` and ``SyncBN`` stay what they are for
+every config. A run through the project's Runner (:class:`~mae_dense.openmmlab.runner.MAEDenseRunner`,
+which the tools use) applies the fallbacks itself on a machine without CUDA: :func:`cpu_fallback_cfg`
+names :class:`AmpOptimWrapperWithCpuFallback` in the config's place, and :func:`cpu_fallback_model` turns
+the built model's SyncBatchNorm layers (from the config or from a class's default ``norm_cfg``) into
+BatchNorm2d. On a CUDA machine nothing is changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from mmengine.device import is_cuda_available, is_mlu_available, is_musa_available, is_npu_available
 from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
-from mmengine.registry import MODEL_WRAPPERS, MODELS, OPTIM_WRAPPERS
+from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
 from torch import nn
 
 _warned: set[str] = set()
@@ -34,6 +41,7 @@ def _has_accelerator() -> bool:
     return is_cuda_available() or is_npu_available() or is_mlu_available() or is_musa_available()
 
 
+@OPTIM_WRAPPERS.register_module(force=True)
 class AmpOptimWrapperWithCpuFallback(AmpOptimWrapper):
     """mmengine's AmpOptimWrapper, plus two plain fp32 cases (no autocast, no loss scaler, one log line).
 
@@ -96,18 +104,6 @@ class AmpOptimWrapperWithCpuFallback(AmpOptimWrapper):
             yield
 
 
-class SyncBNWithCpuFallback(nn.SyncBatchNorm):
-    """``SyncBN``: torch's SyncBatchNorm with CUDA; BatchNorm2d (one warning line) without."""
-
-    _abbr_ = 'bn'
-
-    def __new__(cls, num_features: int, *args, process_group=None, **kwargs):
-        if torch.cuda.is_available():
-            return super().__new__(cls)
-        _warn_once('syncbn', 'SyncBN: no CUDA device, using BatchNorm2d (statistics are not synchronised)')
-        return nn.BatchNorm2d(num_features, *args, **kwargs)
-
-
 @MODEL_WRAPPERS.register_module(force=True)
 class MMDistributedDataParallelCPU(MMDistributedDataParallel):
     """mmengine's DDP wrapper for CPU (gloo) processes: mmengine always passes ``device_ids=[LOCAL_RANK]``,
@@ -118,10 +114,53 @@ class MMDistributedDataParallelCPU(MMDistributedDataParallel):
         super().__init__(module=module, device_ids=None, **kwargs)
 
 
-def install_cpu_fallbacks() -> None:
-    """Register the fallbacks under mmengine's names, so configs keep ``AmpOptimWrapper`` and ``SyncBN``."""
-    import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so ours replaces it and not vice versa)
+def _retype(node: Any, old: str, new: str) -> None:
+    """Set ``type=new`` in every dict under ``node`` (through lists too) whose ``type`` is ``old``."""
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            _retype(item, old, new)
+    elif isinstance(node, dict):  # (mmengine's ConfigDict is a dict)
+        for value in node.values():
+            _retype(value, old, new)
+        if node.get('type') == old:
+            node['type'] = new
 
-    OPTIM_WRAPPERS.register_module(name='AmpOptimWrapper', module=AmpOptimWrapperWithCpuFallback, force=True)
-    MODELS.register_module(name='SyncBN', module=SyncBNWithCpuFallback, force=True)
-    warnings.filterwarnings('ignore', message='.*torch.cuda.amp.*')
+
+def cpu_fallback_cfg(cfg: Any) -> Any:
+    """``cfg`` (changed in place, and returned) with the AMP fallback this machine needs, under its own name.
+
+    Without an accelerator, the ``optim_wrapper`` entries of type ``AmpOptimWrapper`` become
+    :class:`AmpOptimWrapperWithCpuFallback`, which logs its one line when it is built; with one, nothing
+    changes.
+    """
+    if not _has_accelerator() and cfg.get('optim_wrapper'):
+        _retype(cfg['optim_wrapper'], 'AmpOptimWrapper', AmpOptimWrapperWithCpuFallback.__name__)
+    return cfg
+
+
+def _batchnorm2d(sync: nn.SyncBatchNorm) -> nn.BatchNorm2d:
+    """A BatchNorm2d with ``sync``'s parameters and buffers (the same tensors: ``requires_grad`` is kept)."""
+    bn = nn.BatchNorm2d(sync.num_features, sync.eps, sync.momentum, sync.affine, sync.track_running_stats)
+    if sync.affine:
+        bn.weight, bn.bias = sync.weight, sync.bias
+    bn.running_mean, bn.running_var = sync.running_mean, sync.running_var
+    bn.num_batches_tracked = sync.num_batches_tracked
+    return bn.train(sync.training)
+
+
+def cpu_fallback_model(model: nn.Module) -> nn.Module:
+    """``model`` with every torch SyncBatchNorm (mmcv's ``SyncBN``) replaced by a BatchNorm2d, without CUDA.
+
+    torch's SyncBatchNorm needs CUDA tensors once a process group exists (DDP refuses it on CPU); one
+    warning line says that the statistics are not synchronised. With CUDA, ``model`` is returned unchanged.
+    """
+    if torch.cuda.is_available():
+        return model
+    if isinstance(model, nn.SyncBatchNorm):
+        _warn_once('syncbn', 'SyncBN: no CUDA device, using BatchNorm2d (statistics are not synchronised)')
+        return _batchnorm2d(model)
+    for name, child in model.named_children():
+        converted = cpu_fallback_model(child)
+        if converted is not child:
+            setattr(model, name, converted)
+    return model

@@ -1,4 +1,8 @@
-"""Route mmengine's checkpoint loading through :mod:`mae_dense.checkpoint.safe_load`."""
+"""Route mmengine's checkpoint loading through :mod:`mae_dense.checkpoint.safe_load`.
+
+Installed when the project's Runner is built (``MAEDenseRunner``, which the tools use and the shipped
+configs name), never on import.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ def load_from_mae_dense_policy_url(
 
 
 def install_loading_policy() -> None:
-    """Replace mmengine's local and http(s) schemes; used by load_checkpoint, _load_checkpoint and resume."""
+    """Replace mmengine's local and http(s) schemes from now on (load_checkpoint, _load_checkpoint, resume);
+    idempotent."""
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_mae_dense_policy, force=True)
     CheckpointLoader.register_scheme(
         prefixes=('http://', 'https://'), loader=load_from_mae_dense_policy_url, force=True

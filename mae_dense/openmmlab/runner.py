@@ -18,12 +18,22 @@ One override cannot be fitted: ``train_dataloader.batch_size=1`` on a model whos
 value per channel (UperNet's 1x1 pyramid pooling; mmseg's reference fails the same way). The run stops
 at the first such layer with one line that names it and the key (:func:`refuse_single_value_batchnorm`),
 not with torch's traceback.
+
+What the project changes in mmengine is installed here, when a run starts, and never by an import: a
+config opts in by naming this Runner (``runner_type='MAEDenseRunner'``, as the shipped configs do; the
+tools build it for any config). Building it installs the project's checkpoint-loading policy
+(``load_checkpoint``, ``load_from``, resume: :mod:`.loading`) and atomic writes for local files
+(:mod:`.checkpointing`); on a machine without CUDA it applies the CPU fallbacks (:mod:`.fallbacks`): to
+the config in :meth:`MAEDenseRunner.from_cfg` (``AmpOptimWrapper``), to the built model in
+:meth:`MAEDenseRunner.build_model` (SyncBatchNorm).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -38,6 +48,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
+from .checkpointing import install_atomic_checkpoints
+from .fallbacks import cpu_fallback_cfg, cpu_fallback_model
+from .loading import install_loading_policy
 
 __all__ = ['MAEDenseRunner', 'fit_loader_cfg', 'refuse_single_value_batchnorm', 'unwrap_model']
 
@@ -91,7 +104,26 @@ def refuse_single_value_batchnorm(model: torch.nn.Module) -> None:
 
 @RUNNERS.register_module(force=True)
 class MAEDenseRunner(Runner):
-    """mmengine's ``Runner`` (same arguments and ``from_cfg``) whose loaders and schedules fit the run."""
+    """mmengine's ``Runner`` (same arguments and ``from_cfg``) whose loaders and schedules fit the run.
+
+    Building it installs the loading policy and atomic local writes into mmengine (idempotent, for the
+    rest of the process) and applies the CPU fallbacks (:meth:`from_cfg`, :meth:`build_model`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        install_loading_policy()
+        install_atomic_checkpoints()
+        warnings.filterwarnings('ignore', message='.*torch.cuda.amp.*')  # mmengine's AMP on torch 2.x
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> Runner:
+        """``Runner.from_cfg`` on a copy of ``cfg`` with the CPU fallbacks this machine needs (one line each)."""
+        return super().from_cfg(cpu_fallback_cfg(copy.deepcopy(cfg)))  # the caller's cfg unchanged
+
+    def build_model(self, model: torch.nn.Module | dict) -> torch.nn.Module:
+        """``Runner.build_model``; without CUDA, SyncBatchNorm layers become BatchNorm2d (one line), before DDP."""
+        return cpu_fallback_model(super().build_model(model))
 
     def _say_once(self, msg: str) -> None:
         said = self.__dict__.setdefault('_said', set())

@@ -96,7 +96,12 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=max_iters + 1, by_epoch=False),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+# The project's Runner (loaders fitted to the machine, CPU fallbacks, the checkpoint-loading policy) and
+# checkpoint hook (atomic saves that survive a kill, a resume that skips a broken newest checkpoint)
+runner_type = 'MAEDenseRunner'
+default_hooks = dict(
+    checkpoint=dict(type='CrashSafeCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1)
+)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -78,6 +78,10 @@ test_cfg = dict(type='TestLoop', fp16=False)
 train_cfg = dict(type='ExactResumeIterBasedTrainLoop')
 custom_hooks = [dict(type='RandomStateHook')]
 resume = True  # fresh start when the work dir holds no checkpoint; load_from needs resume=False
+# The project's Runner (loaders fitted to the machine, CPU fallbacks, the checkpoint-loading policy) and
+# checkpoint hook (atomic saves that survive a kill, a resume that skips a broken newest checkpoint)
+runner_type = 'MAEDenseRunner'
+default_hooks = dict(checkpoint=dict(type='CrashSafeCheckpointHook'))
 
 # 8 GPUs x 2 images = batch 16
 train_dataloader = dict(batch_size=2, dataset=dict(type='CheckedADE20KDataset'))

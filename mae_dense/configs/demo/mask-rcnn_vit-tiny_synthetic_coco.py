@@ -1,7 +1,7 @@
 # The COCO ViT Mask R-CNN recipe at toy scale on the built-in synthetic COCO (3 classes, 2 CPU cores).
 # Same model family (det-mode ViT with windows and global blocks, SimpleFPN, LN heads), LSJ pipeline,
 # square padding, optimiser, layer decay, wd policy, AMP wrapper (fp32 fallback on CPU), fp16-compression
-# hook and CocoMetric as the real config; only sizes, data root, scale range and schedule are scaled down.
+# hook and COCO metric as the real config; only sizes, data root, scale range and schedule are scaled down.
 _base_ = '../coco/mask-rcnn_vit-b-mae_lsj-100e_coco.py'
 
 data_root = 'data/demo/coco/'  # written by python -m mae_dense.data.synthetic coco

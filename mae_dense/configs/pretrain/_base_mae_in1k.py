@@ -85,13 +85,16 @@ train_cfg = dict(type='MAEPretrainLoop')  # epochs: in the children
 val_cfg = None
 test_cfg = None
 
+# The project's Runner (loaders fitted to the machine, CPU fallbacks, the checkpoint-loading policy) and
+# checkpoint hook (atomic saves that survive a kill, a resume that skips a broken newest checkpoint)
+runner_type = 'MAEDenseRunner'
 default_hooks = dict(
     runtime_info=dict(type='RuntimeInfoHook'),
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # every epoch (312 iterations at 4096), the 3 latest kept: a killed run loses less than an epoch
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    checkpoint=dict(type='CrashSafeCheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 # RNG states in every checkpoint (exact resume); strict loading of full MAE checkpoints; skip counts.
