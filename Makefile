@@ -50,7 +50,7 @@ demo-data: data/demo/.done
 # (ss + ms+flip), the frozen linear probe and Mask R-CNN COCO -> results store -> leaderboard (md, json,
 # html, figures).
 demo: setup demo-data
-	$(PY) -m mae_dense.cli.pipeline configs/pipelines/demo.yaml
+	$(PY) -m mae_dense pipeline configs/pipelines/demo.yaml
 	@echo; sed -n '/^## Leaderboard/,/^## Published/p' results/leaderboard.md
 
 clean-venv:

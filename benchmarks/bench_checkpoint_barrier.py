@@ -40,7 +40,7 @@ from mae_dense.models.vit import VisionTransformer  # noqa: E402
 def _worker(rank: int, args: argparse.Namespace, port: int, results) -> None:
     from mmengine.runner.checkpoint import save_checkpoint
 
-    from mae_dense.openmmlab.checkpointing import atomic_write, install_atomic_checkpoints
+    from mae_dense.openmmlab.engine.checkpointing import atomic_write, install_atomic_checkpoints
 
     install_atomic_checkpoints()
     torch.set_num_threads(1)

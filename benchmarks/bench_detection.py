@@ -47,7 +47,7 @@ CONFIGS = {
 def load_config(args: argparse.Namespace):
     from mmengine.config import Config
 
-    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
+    from mae_dense.openmmlab.engine.fallbacks import cpu_fallback_cfg
 
     cfg = cpu_fallback_cfg(Config.fromfile(str(CONFIGS[args.arch])))  # AMP: fp32 on CPU, as the tools run it
     cfg.model.backbone.pretrained = None  # random weights: timing does not depend on them

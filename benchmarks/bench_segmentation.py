@@ -101,7 +101,7 @@ def main() -> None:
     from mmseg.utils import register_all_modules
 
     import mae_dense.openmmlab.segmentation  # noqa: F401
-    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
+    from mae_dense.openmmlab.engine.fallbacks import cpu_fallback_cfg
 
     register_all_modules(init_default_scope=True)
     ours_cfg, ref_cfg = configs(args)

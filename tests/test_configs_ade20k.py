@@ -116,7 +116,7 @@ def test_published_configs_build_mmsegs_optimizer_groups():
 
     import mae_dense.openmmlab.segmentation  # noqa: F401
     from mae_dense.checkpoint.layouts import canonical_to_mm
-    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
+    from mae_dense.openmmlab.engine.fallbacks import cpu_fallback_cfg
 
     register_all_modules(init_default_scope=True)
     # both AmpOptimWrapper configs as the tools' Runner builds them without CUDA
@@ -153,7 +153,7 @@ def test_builds_and_runs_one_train_step(path):
     from mmseg.utils import register_all_modules
 
     import mae_dense.openmmlab.segmentation  # noqa: F401
-    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
+    from mae_dense.openmmlab.engine.fallbacks import cpu_fallback_cfg
 
     register_all_modules(init_default_scope=True)  # an earlier Runner may have left another scope
     cfg = cpu_fallback_cfg(_load(path))  # as the tools' Runner builds it without CUDA

@@ -174,7 +174,7 @@ def test_recipe_values(path):
 def test_builds_and_runs_one_train_step(path):
     from mmengine.optim import build_optim_wrapper
 
-    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
+    from mae_dense.openmmlab.engine.fallbacks import cpu_fallback_cfg
 
     cfg = cpu_fallback_cfg(_load(path))  # as the tools' Runner builds it without CUDA
     cfg.model.data_preprocessor.pad_size_divisor = 128  # reduced input size: the ViT takes any size

@@ -25,7 +25,7 @@ from helpers import assert_same_weights, config_with_hooks, log_text, model_stat
 
 import mae_dense.openmmlab  # noqa: F401  (registries, loading policy)
 from mae_dense.data import generate_synthetic_ade20k, generate_synthetic_coco, generate_synthetic_image_folder
-from mae_dense.openmmlab.checkpointing import choose_resume_checkpoint
+from mae_dense.openmmlab.engine.checkpointing import choose_resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -236,7 +236,7 @@ def seg_datasets():
     from mmseg.utils import register_all_modules
 
     register_all_modules()
-    import mae_dense.openmmlab.datasets  # noqa: F401  (registers CheckedADE20KDataset)
+    import mae_dense.openmmlab.ade20k  # noqa: F401  (registers CheckedADE20KDataset)
 
     return DATASETS
 

@@ -219,7 +219,7 @@ def _demo_detector():
     from mmengine.config import Config
 
     import mae_dense.openmmlab.detection  # noqa: F401
-    from mae_dense.openmmlab.fallbacks import cpu_fallback_cfg
+    from mae_dense.openmmlab.engine.fallbacks import cpu_fallback_cfg
 
     register_all_modules(init_default_scope=True)
     cfg = cpu_fallback_cfg(Config.fromfile(str(DEMO)))  # as the tools' Runner builds it without CUDA

@@ -17,8 +17,7 @@ import pytest
 import torch
 from helpers import probe_cfg, write_yaml
 
-from mae_dense.cli.pipeline import main as pipeline_main
-from mae_dense.cli.report import main as report_main
+from mae_dense.suite.commands import pipeline_main, report_main
 from mae_dense.suite.references import REFERENCES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +28,9 @@ SHORT = {'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2, 'default_hooks.c
 
 
 def _run_pipeline(path: Path, cwd: Path) -> None:
-    """``python -m mae_dense.cli.pipeline PATH`` in its own process, as a user runs it."""
+    """``python -m mae_dense pipeline PATH`` in its own process, as a user runs it."""
     r = subprocess.run(
-        [sys.executable, '-m', 'mae_dense.cli.pipeline', str(path)], capture_output=True, text=True, cwd=cwd
+        [sys.executable, '-m', 'mae_dense', 'pipeline', str(path)], capture_output=True, text=True, cwd=cwd
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 

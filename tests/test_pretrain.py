@@ -30,7 +30,7 @@ from mae_dense.data import generate_synthetic_image_folder
 from mae_dense.data.image_folder import ImageFolder, list_image_folder
 from mae_dense.errors import DataError, NonFiniteLossError
 from mae_dense.models.vit import VisionTransformer
-from mae_dense.openmmlab.optim import SkipNonFiniteAmpOptimWrapper
+from mae_dense.openmmlab.pretrain.optim import SkipNonFiniteAmpOptimWrapper
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / 'configs/pretrain/mae_vit-base-p16_8xb512-amp-coslr-1600e_in1k.py'

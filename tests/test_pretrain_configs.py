@@ -15,8 +15,8 @@ from mmengine.optim import AmpOptimWrapper, build_optim_wrapper
 from mmengine.registry import MODELS, PARAM_SCHEDULERS
 
 import mae_dense.openmmlab  # noqa: F401
-import mae_dense.openmmlab.optim
 import mae_dense.openmmlab.pretrain as pretrain
+import mae_dense.openmmlab.pretrain.optim
 from mae_dense.models.archs import mae_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_recipe_numbers_and_lr_schedule(monkeypatch):
     assert cfg.optim_wrapper.optimizer == dict(type='AdamW', betas=(0.9, 0.95), weight_decay=0.05)
 
     # 8 processes x 512 x 1 = 4096 -> lr = 1.5e-4 x 4096 / 256 = 2.4e-3
-    monkeypatch.setattr(mae_dense.openmmlab.optim, 'get_world_size', lambda: 8)
+    monkeypatch.setattr(mae_dense.openmmlab.pretrain.optim, 'get_world_size', lambda: 8)
     wrapper_cfg = cfg.optim_wrapper.to_dict()
     wrapper_cfg['paramwise_cfg']['batch_size'] = data.batch_size  # what MAEPretrainLoop fills in
     torch.manual_seed(0)

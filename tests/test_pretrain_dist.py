@@ -38,8 +38,8 @@ def _worker(out: str) -> None:
     import torch.distributed as dist
 
     import mae_dense.openmmlab  # noqa: F401
-    from mae_dense.openmmlab.fallbacks import MMDistributedDataParallelCPU
-    from mae_dense.openmmlab.optim import all_ranks_finite
+    from mae_dense.openmmlab.engine.fallbacks import MMDistributedDataParallelCPU
+    from mae_dense.openmmlab.pretrain.optim import all_ranks_finite
 
     torch.set_num_threads(1)
     dist.init_process_group('gloo')

@@ -448,7 +448,7 @@ def test_cli_writes_probe_result_and_reuses_its_cache(ade, mae_checkpoint, tmp_p
     runs = {}
     for name, entry in (
         ('tool', [str(ROOT / 'tools/probe.py')]),
-        ('cli', ['-m', 'mae_dense.cli.main', 'probe']),
+        ('cli', ['-m', 'mae_dense', 'probe']),
     ):
         args = [sys.executable, *entry, DEMO, '--work-dir', str(tmp_path / name), '--cfg-options', *opts]
         r = _run(args, cwd=tmp_path)

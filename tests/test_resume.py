@@ -31,7 +31,7 @@ from torch.utils.data import BatchSampler, DataLoader
 
 import mae_dense.openmmlab  # noqa: F401  (registries)
 from mae_dense.cli.train import main as train_main
-from mae_dense.openmmlab.checkpointing import (
+from mae_dense.openmmlab.engine.checkpointing import (
     AtomicLocalBackend,
     CrashSafeCheckpointHook,
     atomic_write,
@@ -39,7 +39,7 @@ from mae_dense.openmmlab.checkpointing import (
     choose_resume_checkpoint,
     install_atomic_checkpoints,
 )
-from mae_dense.openmmlab.loops import _ResumedInfiniteIterator
+from mae_dense.openmmlab.engine.loops import _ResumedInfiniteIterator
 
 
 def _checkpoint(path: Path, seed: int = 0) -> Path:

@@ -14,7 +14,7 @@ from mae_dense.checkpoint import load_file
 from mae_dense.cli.test import main as evaluate
 from mae_dense.cli.train import main as train_main
 from mae_dense.data import generate_synthetic_ade20k
-from mae_dense.openmmlab.runner import fit_loader_cfg
+from mae_dense.openmmlab.engine.runner import fit_loader_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 ADE_DEMO = ROOT / 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import probe_cfg, write_yaml
 
-from mae_dense.cli.pipeline import main as pipeline_main
+from mae_dense.suite.commands import pipeline_main
 from mae_dense.suite.launch import Launcher
 from mae_dense.suite.schedule import Job, run_jobs, visible_devices
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from helpers import write_yaml
 
-from mae_dense.cli.pipeline import main as pipeline_main
 from mae_dense.config_files import CONFIG_ROOT
 from mae_dense.errors import PipelineError
+from mae_dense.suite.commands import pipeline_main
 from mae_dense.suite.spec import load_spec, parse_spec, read_config_file
 
 ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mae_dense.cli.pipeline import main  # noqa: E402
+from mae_dense.suite.commands import pipeline_main as main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         from mmengine.dist import get_world_size, is_main_process
 
         from ..data.feature_cache import FeatureCache, cache_key
-        from ..openmmlab.runner import MAEDenseRunner, unwrap_model
+        from ..openmmlab.engine.runner import MAEDenseRunner, unwrap_model
 
         cfg = load_probe_config(args)
         pretrained, digest = checkpoint_digest(cfg)

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         from mmengine.dist import is_main_process
 
         from ..checkpoint import load_model
-        from ..openmmlab.runner import MAEDenseRunner, unwrap_model
+        from ..openmmlab.engine.runner import MAEDenseRunner, unwrap_model
 
         if not Path(args.checkpoint).is_file() and not args.checkpoint.startswith(('http://', 'https://')):
             raise ToolError(f'{args.checkpoint}: checkpoint file not found')

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def _run() -> int:
-        from ..openmmlab.runner import MAEDenseRunner
+        from ..openmmlab.engine.runner import MAEDenseRunner
 
         cfg = load_config(args.config, args)
         if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':

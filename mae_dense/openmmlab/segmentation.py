@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..models.dense_inference import ms_flip_probs, slide_logits
 from ..models.seg_loss import upsampled_cross_entropy
-from . import datasets  # noqa: F401  (registers CheckedADE20KDataset, which the ADE20K configs use)
+from . import ade20k  # noqa: F401  (registers CheckedADE20KDataset, which the ADE20K configs use)
 
 _AUG_KEYS = {'scale', 'ratios', 'min_size', 'flip'}
 

@@ -6,7 +6,9 @@
 # starts at 1e-4 of the lr instead of 0. The official main_pretrain.py's decay set:
 # --cfg-options optim_wrapper.paramwise_cfg.wd_policy=official. Every number of the recipe is stated here
 # once; the children only choose the ViT size and the number of epochs. Not a runnable config by itself.
-custom_imports = dict(imports=['mae_dense.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mae_dense.openmmlab', 'mae_dense.openmmlab.pretrain'], allow_failed_imports=False
+)
 
 img_size = 224
 # The encoder sees the 25% visible patches only; loss on the removed patches, on per-patch normalised pixels.

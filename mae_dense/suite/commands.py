@@ -1,18 +1,27 @@
-"""``mae-dense pipeline CONFIG``: every backbone x task x seed, scheduled over the GPUs, into one leaderboard.
+"""The suite's two commands: ``mae-dense pipeline CONFIG`` and ``mae-dense report --db FILE``.
 
+``mae-dense pipeline CONFIG``: every backbone x task x seed, scheduled over the GPUs, into one leaderboard.
 The config lists the backbones (``checkpoint:``, ``pretrain:`` or ``random: true``) and the tasks
 (``ade20k``, ``coco``, ``probe``); see :mod:`mae_dense.suite.spec` and ``configs/pipelines/demo.yaml``.
 Each (backbone, task, seed) cell is resumable on its own; a failing cell is recorded with its reason and
 the others go on; every finished cell goes to the results store, and the report is written from it. The
 exit status is 1 when a cell failed, with one summary line last.
+
+``mae-dense report --db FILE [--out DIR]``: the leaderboard rebuilt from a results store alone. Runs from
+different pipelines, machines and weeks that wrote to the same store appear in one leaderboard
+(``leaderboard.md``, ``.json``, ``.html`` and the figures).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from ..cli.common import run_tool
 from ..errors import PipelineError
-from .common import run_tool
+from .report import write_report
+from .runner import Suite
+from .spec import load_spec
+from .store import ResultStore
 
 _SHOWN_FAILURES = 3
 
@@ -29,8 +38,11 @@ def failure_summary(outcome: dict[str, str | None], report: str) -> str | None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mae-dense pipeline', description=__doc__.splitlines()[0])
+def pipeline_main(argv: list[str] | None = None) -> int:
+    """``mae-dense pipeline CONFIG [--work-dir DIR] [--results-dir DIR] [--db FILE]``."""
+    parser = argparse.ArgumentParser(
+        prog='mae-dense pipeline', description='every backbone x task x seed into one leaderboard'
+    )
     parser.add_argument('config', help='pipeline config (.yaml or .py)')
     parser.add_argument('--work-dir', help='override the pipeline work_dir')
     parser.add_argument('--results-dir', help='where the leaderboard and figures go (default: results)')
@@ -38,10 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def _run() -> int:
-        from ..suite.report import write_report
-        from ..suite.runner import Suite
-        from ..suite.spec import load_spec
-
         spec = load_spec(args.config, work_dir=args.work_dir, results_dir=args.results_dir, db=args.db)
         suite = Suite(spec)
         outcome = suite.run()
@@ -56,5 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     return run_tool(_run)
 
 
-if __name__ == '__main__':
-    raise SystemExit(main())
+def report_main(argv: list[str] | None = None) -> int:
+    """``mae-dense report --db FILE [--out DIR] [--title TEXT]``."""
+    parser = argparse.ArgumentParser(
+        prog='mae-dense report', description='the leaderboard rebuilt from a results store alone'
+    )
+    parser.add_argument(
+        '--db', required=True, help='the results store (a pipeline writes <results_dir>/results.sqlite)'
+    )
+    parser.add_argument('--out', default='results', help='output directory (default: results)')
+    parser.add_argument('--title', default='mae-dense leaderboard', help='the report title')
+    args = parser.parse_args(argv)
+
+    def _run() -> int:
+        md = write_report(ResultStore(args.db, create=False), args.out, args.title)
+        print(f'report: {md} (+ leaderboard.json, leaderboard.html)')
+        return 0
+
+    return run_tool(_run)

@@ -1,4 +1,4 @@
-"""MAE pretraining through mmengine's Runner: the model and its data (registered on import).
+"""MAE pretraining's model and data (registered on import).
 
 * ``MAEPretrainer`` (MODELS): mmengine ``BaseModel`` that IS a :class:`MaskedAutoencoder`, so the checkpoint
   a run writes has the MAE's own keys (``backbone.*`` + official decoder names): the ADE20K/COCO configs'
@@ -6,8 +6,8 @@
 * ``MAEDataPreprocessor`` (MODELS): uint8 batch -> device -> ImageNet mean/std, counts unreadable images.
 * ``MAEImageFolder`` (DATASETS): :class:`mae_dense.data.image_folder.ImageFolder` logging into the run.
 
-The rest of a pretraining run lives with its kind: the optimizer constructor and the wrapper that skips
-non-finite losses in :mod:`.optim`, the epoch loop in :mod:`.loops`, the hook in :mod:`.hooks`.
+The rest of a pretraining run is beside it: the optimizer constructor and the wrapper that skips
+non-finite losses in :mod:`.optim`, the epoch loop in :mod:`.loop`, the hook in :mod:`.hooks`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from mmengine.registry import DATASETS, MODELS
 from torch import nn
 
-from ..data.image_folder import ImageFolder
-from ..models.archs import mae_config
-from ..models.mae import MaskedAutoencoder
+from ...data.image_folder import ImageFolder
+from ...models.archs import mae_config
+from ...models.mae import MaskedAutoencoder
 
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MAEDataPreprocessor', 'MAEImageFolder', 'MAEPretrainer']
 

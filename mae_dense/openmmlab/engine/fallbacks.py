@@ -6,7 +6,7 @@ asks for bf16) or fp32, and SyncBN becomes BatchNorm, so tests, the demo and smo
 configs unchanged.
 
 Nothing of mmengine's or mmcv's is replaced: ``AmpOptimWrapper`` and ``SyncBN`` stay what they are for
-every config. A run through the project's Runner (:class:`~mae_dense.openmmlab.runner.MAEDenseRunner`,
+every config. A run through the project's Runner (:class:`~mae_dense.openmmlab.engine.runner.MAEDenseRunner`,
 which the tools use) applies the fallbacks itself on a machine without CUDA: :func:`cpu_fallback_cfg`
 names :class:`AmpOptimWrapperWithCpuFallback` in the config's place, and :func:`cpu_fallback_model` turns
 the built model's SyncBatchNorm layers (from the config or from a class's default ``norm_cfg``) into

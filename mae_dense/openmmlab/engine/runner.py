@@ -47,7 +47,7 @@ from mmengine.runner.base_loop import BaseLoop
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .checkpointing import install_atomic_checkpoints
 from .fallbacks import cpu_fallback_cfg, cpu_fallback_model
 from .loading import install_loading_policy

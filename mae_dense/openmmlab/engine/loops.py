@@ -1,4 +1,4 @@
-"""Exact resume: RNG states in checkpoints, and training loops that continue where the checkpoint was written.
+"""Exact resume: training loops that continue where the checkpoint was written (the RNG states: :mod:`.random_state`).
 
 mmengine's loops resume by position only. ``IterBasedTrainLoop`` advances its loader by calling ``next()``
 once per trained iteration: the whole data pipeline runs again (hours for a 160k-iteration run), and its
@@ -27,141 +27,24 @@ sampling of RoIs) still continue exactly, but each worker re-seeds itself when i
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
-from mmengine.dist import all_gather_object, get_rank, get_world_size
-from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.registry import HOOKS, LOOPS
+from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import DataLoader
 
-__all__ = [
-    'ExactResumeEpochBasedTrainLoop',
-    'ExactResumeIterBasedTrainLoop',
-    'RandomStateHook',
-    'capture_rng_state',
-    'restore_rng_state',
-    'rng_preserved',
-]
+from .random_state import rng_preserved
+
+__all__ = ['ExactResumeEpochBasedTrainLoop', 'ExactResumeIterBasedTrainLoop']
 
 _SAMPLER_SEED = 'train_sampler_seed'  # message-hub key: the seed of the run's training sampler
 
 
-# ============================================================================================ RNG states
-def capture_rng_state() -> dict:
-    """This process's RNG states: python ``random``, numpy, torch CPU and (if used) the current CUDA device."""
-    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    """Inverse of :func:`capture_rng_state` (tensors may come back on the GPU through ``map_location``)."""
-    random.setstate(tuple(state['python']))
-    np.random.set_state(tuple(state['numpy']))
-    torch.set_rng_state(torch.as_tensor(state['torch']).cpu())
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(torch.as_tensor(state['cuda']).cpu())
-
-
-@contextlib.contextmanager
-def rng_preserved() -> Iterator[None]:
-    """Run the body without changing this process's RNG states (what it draws is put back)."""
-    state = capture_rng_state()
-    try:
-        yield
-    finally:
-        restore_rng_state(state)
-
-
-@HOOKS.register_module(force=True)
-class RandomStateHook(Hook):
-    """Save every process's RNG states in the checkpoint; restore them on resume.
-
-    With them a resumed run draws the same crops, flips and masks as an uninterrupted one (exactly so
-    with ``num_workers=0``; loader workers reseed themselves from mmengine's worker seed). Checkpoints
-    hold a list indexed by rank (gathered on all processes just before rank 0 saves); a run resumed on
-    a different number of processes keeps its fresh seeds and says so. ``load_from`` (weights only)
-    restores nothing.
-    """
-
-    priority = 'LOW'  # after the iteration's work, before CheckpointHook (VERY_LOW) saves
-
-    def __init__(self) -> None:
-        self._gathered: tuple[int, list[dict]] | None = None
-        self._loaded: list[dict] | None = None
-
-    @staticmethod
-    def _checkpoint_due(runner, by_epoch: bool) -> bool:
-        """Whether a CheckpointHook saves at this point (its own conditions)."""
-        for hook in runner.hooks:
-            if not isinstance(hook, CheckpointHook) or hook.by_epoch != by_epoch:
-                continue
-            if by_epoch:
-                due = hook.every_n_epochs(runner, hook.interval, hook.save_begin)
-                due = due or (hook.save_last and hook.is_last_train_epoch(runner))
-            else:
-                due = hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
-                due = due or (hook.save_last and hook.is_last_train_iter(runner))
-            if due:
-                return True
-        return False
-
-    def _gather_if_due(self, runner, by_epoch: bool) -> None:
-        # collective: every rank evaluates the same condition, so all of them take part
-        if get_world_size() > 1 and self._checkpoint_due(runner, by_epoch):
-            self._gathered = (runner.iter, all_gather_object(capture_rng_state()))
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._gather_if_due(runner, by_epoch=False)
-
-    def after_train_epoch(self, runner) -> None:
-        self._gather_if_due(runner, by_epoch=True)
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self._gathered is not None and self._gathered[0] == runner.iter:
-            states = self._gathered[1]
-        else:
-            states = [capture_rng_state()]  # one process (or an unforeseen save: rank 0's only)
-        self._gathered = None
-        checkpoint['rng_states'] = states
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        self._loaded = checkpoint.get('rng_states')
-
-    def before_train(self, runner) -> None:
-        states, self._loaded = self._loaded, None
-        if runner.iter == 0 and runner.epoch == 0:  # nothing loaded, or load_from: weights only
-            return
-        world, rank = get_world_size(), get_rank()
-        if not states:
-            print_log(
-                'resumed checkpoint has no RNG states: crops, flips and masks continue from fresh seeds',
-                logger='current',
-                level=logging.WARNING,
-            )
-        elif len(states) != world:
-            print_log(
-                f'resumed checkpoint has the RNG states of {len(states)} processes, this run has {world}: '
-                'crops, flips and masks continue from fresh seeds',
-                logger='current',
-                level=logging.WARNING,
-            )
-        else:
-            restore_rng_state(states[rank])
-            print_log(f'restored the RNG states of {world} process(es)', logger='current')
-
-
-# ============================================================================================== positions
 def _sampler(loader: DataLoader) -> Any:
     """The sampler that carries the seed and epoch (mmengine's, under the batch sampler when there is one)."""
     inner = getattr(loader.batch_sampler, 'sampler', None)
@@ -361,22 +244,3 @@ class ExactResumeEpochBasedTrainLoop(_ExactResume, EpochBasedTrainLoop):
             self.run_iter(idx, data_batch)
         self.runner.call_hook('after_train_epoch')
         self._epoch += 1
-
-
-@LOOPS.register_module(force=True)
-class MAEPretrainLoop(ExactResumeEpochBasedTrainLoop):
-    """The exact-resume epoch loop that gives ``MAEPretrainOptimWrapperConstructor`` the real batch size.
-
-    The Runner builds the loop (and its loader) just before the optimizer, so the constructor sees the
-    per-process batch actually used, including any ``--cfg-options train_dataloader.batch_size=...``.
-    """
-
-    def __init__(self, runner, dataloader, max_epochs: int, **kwargs: Any) -> None:
-        super().__init__(runner, dataloader, max_epochs, **kwargs)
-        cfg = runner.optim_wrapper
-        if isinstance(cfg, dict) and cfg.get('constructor') == 'MAEPretrainOptimWrapperConstructor':
-            loader = self.dataloader
-            batch_size = loader.batch_size or getattr(loader.batch_sampler, 'batch_size', None)
-            paramwise = dict(cfg.get('paramwise_cfg') or {})
-            paramwise['batch_size'] = batch_size
-            cfg['paramwise_cfg'] = paramwise

@@ -10,7 +10,7 @@ from typing import Any
 
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from ..checkpoint.safe_load import load_file, resolve_url
+from ...checkpoint.safe_load import load_file, resolve_url
 
 
 def load_from_mae_dense_policy(filename: str, map_location: Any = None) -> Any:

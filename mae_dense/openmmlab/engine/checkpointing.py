@@ -2,7 +2,7 @@
 
 Opt-in, through mmengine's own extension points, never by replacing one of its names: a config names
 ``default_hooks.checkpoint=dict(type='CrashSafeCheckpointHook', ...)`` (the shipped configs do); the hook
-and the project's Runner (:class:`~mae_dense.openmmlab.runner.MAEDenseRunner`) install the atomic writes
+and the project's Runner (:class:`~mae_dense.openmmlab.engine.runner.MAEDenseRunner`) install the atomic writes
 when the run starts (:func:`install_atomic_checkpoints`).
 
 * **Atomic writes.** Local paths get :class:`AtomicLocalBackend` (mmengine's file-backend registry, prefix
@@ -41,8 +41,8 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 from mmengine.runner.base_loop import BaseLoop
 
-from ..checkpoint.safe_load import load_file
-from ..errors import CheckpointError
+from ...checkpoint.safe_load import load_file
+from ...errors import CheckpointError
 
 __all__ = [
     'AtomicLocalBackend',
