@@ -7,6 +7,7 @@ import importlib.util
 import pickle
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from helpers import TINY, mmseg_mae, mmseg_segmentor, randomize_, seg_vit, timm_vit
 
 from mae_dense.checkpoint import CheckpointError, convert_file, convert_state_dict, detect, load_backbone
+from mae_dense.checkpoint.load import optional_keys
 from mae_dense.models import VisionTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,6 +290,60 @@ def test_official_mae_into_det_mode_keeps_pos_embed_for_runtime_resize():
     torch.testing.assert_close(vit.pos_embed.data, sd['pos_embed'])
     assert 'cls_token' in report.dropped and 'norm.weight' in report.dropped
     assert {r.split('.')[-1] for r in report.fresh} == {'rel_pos_h', 'rel_pos_w'}
+
+
+def test_optional_keys_are_what_the_model_options_add_and_the_layout_lacks():
+    sd = official_sd(seed=12)
+    mae = detect(sd, 'x')
+    gammas = {f'blocks.{i}.gamma_{j}' for i in range(4) for j in (1, 2)}
+    tables = {f'blocks.{i}.attn.relative_position_bias_table' for i in range(4)}
+    decomposed = {f'blocks.{i}.attn.rel_pos_{a}' for i in range(4) for a in 'hw'}
+    vit = partial(VisionTransformer, mode='mae', img_size=32, **TINY)
+    assert optional_keys(vit(), mae) == set()
+    assert optional_keys(vit(init_values=0.5), mae) == gammas
+    assert optional_keys(vit(rel_pos='beit'), mae) == tables
+    assert optional_keys(vit(rel_pos='decomposed', init_values=0.5), mae) == decomposed | gammas
+    assert optional_keys(vit(), detect(mm_names(sd), 'x')) == {'norm.weight', 'norm.bias'}
+    vitdet = detect(_vitdet_backbone(), 'x')
+    assert optional_keys(vit(), vitdet) == {'cls_token', 'norm.weight', 'norm.bias'}
+
+    # Layer scale on: exactly the gammas start at init_values, everything else is the file's.
+    scaled = vit(init_values=0.5)
+    report = load_backbone(scaled, sd, log=False)
+    assert set(report.fresh) == gammas
+    torch.testing.assert_close(scaled.blocks[3].gamma_2.data, torch.full((D,), 0.5))
+    _close_to(scaled, sd, names=('blocks.2.norm1.weight', 'norm.bias', 'cls_token', 'pos_embed'))
+
+    # A tensor the model has for no such reason is still required, with the one-line error.
+    def refusal(model, state_dict):
+        with pytest.raises(CheckpointError) as err:
+            load_backbone(model, state_dict, log=False)
+        return str(err.value)
+
+    no_norm1 = {k: v for k, v in sd.items() if k != 'blocks.2.norm1.weight'}
+    assert refusal(vit(init_values=0.5), no_norm1) == (
+        '<state dict>: does not fit the model as a official MAE / timm ViT checkpoint: '
+        'missing blocks.*.norm1.weight'
+    )
+    # The final norm: the official layout always carries it, an mmseg backbone need not.
+    no_norm = {k: v for k, v in sd.items() if not k.startswith('norm.')}
+    assert refusal(vit(), no_norm) == (
+        '<state dict>: does not fit the model as a official MAE / timm ViT checkpoint: '
+        'missing norm.bias, norm.weight'
+    )
+    target = vit()
+    report = load_backbone(target, mm_names(no_norm), log=False)
+    assert sorted(report.fresh) == ['norm.bias', 'norm.weight']
+    assert torch.equal(target.norm.weight, torch.ones(D)) and torch.equal(target.norm.bias, torch.zeros(D))
+    _close_to(target, sd, names=('blocks.0.mlp.fc1.weight', 'cls_token'))
+
+    # ViTDet has no cls token: the target's stays as initialised.
+    target = vit()
+    cls = target.cls_token.detach().clone()
+    report = load_backbone(target, {f'backbone.{k}': v for k, v in _vitdet_backbone().items()}, log=False)
+    assert sorted(report.fresh) == ['cls_token', 'norm.bias', 'norm.weight']
+    torch.testing.assert_close(target.cls_token.data, cls)
+    _close_to(target, _vitdet_backbone(), names=('blocks.1.attn.qkv.weight', 'pos_embed'))
 
 
 def test_safetensors_file(tmp_path):

@@ -49,11 +49,22 @@ class Layout:
         name: ``mae``, ``beit``, ``mm`` or ``vitdet``.
         prefix: the backbone's prefix inside the file (``''``, ``backbone.``, ``backbone.net.``).
         source: a human description (for the summary line).
+        carries_final_norm: every file of this layout has the final ``norm``. False where some sources
+            leave it out: ``beit`` (BEiT with mean pooling keeps ``fc_norm`` instead; the project's seg
+            backbones have none), ``mm`` (mmseg's MAE/BEiT backbones, ``final_norm=False``), ``vitdet``.
+        carries_cls_token: every file of this layout has ``cls_token`` (ViTDet has none).
     """
 
     name: str
     prefix: str
     source: str
+    carries_final_norm: bool = True
+    carries_cls_token: bool = True
+
+
+def _vitdet(prefix: str, source: str) -> Layout:
+    """ViTDet drops the cls token (its position table keeps the row) and has no final norm."""
+    return Layout('vitdet', prefix, source, carries_final_norm=False, carries_cls_token=False)
 
 
 def unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
@@ -88,7 +99,7 @@ def detect(sd: Mapping[str, torch.Tensor], where: str) -> Layout:
         return next((k for k in keys if rx.search(k)), None)
 
     if has(r'^backbone\.net\.blocks\.0\.'):
-        return Layout('vitdet', 'backbone.net.', 'detectron2 ViTDet')
+        return _vitdet('backbone.net.', 'detectron2 ViTDet')
     for prefix in ('backbone.', ''):
         p = re.escape(prefix)
         if has(rf'^{p}layers\.0\.ln1\.'):
@@ -100,15 +111,14 @@ def detect(sd: Mapping[str, torch.Tensor], where: str) -> Layout:
                 src = 'mmpretrain/mmseg backbone'
             else:
                 src = 'mmseg backbone (beit2mmseg)'
-            return Layout('mm', prefix, src)
+            return Layout('mm', prefix, src, carries_final_norm=False)
         if has(rf'^{p}blocks\.0\.attn\.rel_pos_h$'):
-            return Layout(
-                'vitdet', prefix, 'ViTDet (mmdet/mae-dense detector)' if prefix else 'ViTDet backbone'
-            )
+            return _vitdet(prefix, 'ViTDet (mmdet/mae-dense detector)' if prefix else 'ViTDet backbone')
         if has(rf'^{p}blocks\.0\.(gamma_1|attn\.q_bias)$') or has(
             rf'^{p}(blocks\.0\.attn\.|rel_pos_bias\.)relative_position_bias_table$'
         ):
-            return Layout('beit', prefix, 'BEiT/mae-dense seg backbone' if prefix else 'BEiT / timm BEiT')
+            src = 'BEiT/mae-dense seg backbone' if prefix else 'BEiT / timm BEiT'
+            return Layout('beit', prefix, src, carries_final_norm=False)
         if has(rf'^{p}blocks\.0\.norm1\.'):
             if has(r'^decoder_embed\.') and not prefix:
                 src = 'official MAE training checkpoint (encoder + decoder)'

@@ -13,7 +13,13 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..layers import resize_abs_pos_embed, resize_beit_rel_pos_table, resize_decomposed_rel_pos
+from ..layers import (
+    Attention,
+    Block,
+    resize_abs_pos_embed,
+    resize_beit_rel_pos_table,
+    resize_decomposed_rel_pos,
+)
 from .layouts import Layout, detect, split_backbone, unwrap
 from .safe_load import load_file
 
@@ -21,44 +27,6 @@ logger = logging.getLogger('mae_dense')
 
 _TABLE_BEIT = 'attn.relative_position_bias_table'
 _TABLE_DECOMP = ('attn.rel_pos_h', 'attn.rel_pos_w')
-# Kinds of backbone tensors a layout may legitimately lack (they are freshly initialised in the target).
-_OPTIONAL = {
-    'mae': (
-        'blocks.*.attn.relative_position_bias_table',
-        'blocks.*.attn.rel_pos_h',
-        'blocks.*.attn.rel_pos_w',
-        'blocks.*.gamma_1',
-        'blocks.*.gamma_2',
-    ),
-    'beit': (
-        'blocks.*.attn.rel_pos_h',
-        'blocks.*.attn.rel_pos_w',
-        'blocks.*.gamma_1',
-        'blocks.*.gamma_2',
-        'blocks.*.attn.relative_position_bias_table',
-        'norm.weight',
-        'norm.bias',
-    ),
-    'mm': (
-        'blocks.*.attn.relative_position_bias_table',
-        'blocks.*.attn.rel_pos_h',
-        'blocks.*.attn.rel_pos_w',
-        'blocks.*.gamma_1',
-        'blocks.*.gamma_2',
-        'norm.weight',
-        'norm.bias',
-    ),
-    'vitdet': (
-        'blocks.*.attn.relative_position_bias_table',
-        'blocks.*.gamma_1',
-        'blocks.*.gamma_2',
-        'blocks.*.attn.rel_pos_h',
-        'blocks.*.attn.rel_pos_w',
-        'cls_token',
-        'norm.weight',
-        'norm.bias',
-    ),
-}
 
 
 def kind(key: str) -> str:
@@ -110,6 +78,32 @@ class LoadReport:
         )
 
 
+def optional_keys(model: nn.Module, layout: Layout) -> frozenset[str]:
+    """The keys of ``model`` (the project's ViT) that a ``layout`` file may lack; they keep their init.
+
+    A pretrained ViT is a patch embedding, a position table and blocks of norms, attention and MLP: a file
+    without one of those is another architecture. The target may have more, by options that a plain ViT
+    has not used: a relative position bias (``rel_pos``: BEiT's table or ViTDet's ``rel_pos_h``/
+    ``rel_pos_w``, zero at init) and layer scale (``init_values``: ``gamma_1``/``gamma_2``); fine-tuning
+    from an MAE release starts them from that init (mmseg, ViTDet). They are the attention's and the
+    block's own parameters (the rest lives in their Linear/LayerNorm children), so they follow the
+    model's options without a name list. The cls token and the final norm belong to the plain ViT: they
+    may be lacking only where the layout says its sources do not always carry them.
+    """
+    keys: set[str] = set()
+    for name, module in model.named_modules():
+        option_on = (isinstance(module, Attention) and module.rel_pos is not None) or (
+            isinstance(module, Block) and module.gamma_1 is not None
+        )
+        if option_on:
+            keys.update(f'{name}.{p}' for p, _ in module.named_parameters(recurse=False))
+    if not layout.carries_cls_token and model.cls_token is not None:
+        keys.add('cls_token')
+    if not layout.carries_final_norm:
+        keys.update(f'norm.{p}' for p, _ in model.norm.named_parameters())
+    return frozenset(keys)
+
+
 def _square_side(n: int) -> int | None:
     side = int(round(math.sqrt(n)))
     return side if side * side == n else None
@@ -155,17 +149,17 @@ def read_state_dict(src: str | os.PathLike | Mapping) -> tuple[dict[str, torch.T
 def load_backbone(model: nn.Module, src: str | os.PathLike | Mapping, log: bool = True) -> LoadReport:
     """Load any recognised checkpoint into the project's :class:`VisionTransformer`, strictly.
 
-    Missing and unexpected keys are compared with what the file's layout predicts for this model: tensors
-    the layout does not have (relative tables, layer scale) are freshly initialised; tensors the model
-    does not have (final norm, decoder, mask token, heads) are dropped. Anything else raises
-    :class:`CheckpointError` with the key list.
+    Missing and unexpected keys are compared with what the file's layout predicts for this model: the
+    tensors :func:`optional_keys` allows (relative tables, layer scale, a cls token or final norm the
+    layout's source lacks) are freshly initialised; tensors the model does not have (final norm, decoder,
+    mask token, heads) are dropped. Anything else raises :class:`CheckpointError` with the key list.
     """
     sd, where = read_state_dict(src)
     layout = detect(sd, where)
     backbone, others, notes = split_backbone(sd, layout)
     target = model.state_dict()
     target_kinds = {kind(k) for k in target}
-    optional = set(_OPTIONAL[layout.name])
+    optional = optional_keys(model, layout)
     report = LoadReport(where, layout, notes=notes, dropped_other=sorted(others))
 
     to_load: dict[str, torch.Tensor] = {}
@@ -178,7 +172,7 @@ def load_backbone(model: nn.Module, src: str | os.PathLike | Mapping, log: bool 
         else:
             report.dropped.append(name)  # the target has no such tensor (final norm, cls for ViTDet, ...)
     missing = [k for k in target if k not in to_load]
-    unpredicted = [k for k in missing if kind(k) not in optional]
+    unpredicted = [k for k in missing if k not in optional]
     if unexpected or unpredicted:
         parts = []
         if unpredicted:
