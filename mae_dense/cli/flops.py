@@ -82,6 +82,102 @@ def _check_attention_counted(name: str, by_op: dict[str, int], expect: int) -> N
         )
 
 
+def _build_mae(arch: str | Mapping[str, Any], mask_ratio: float, img_size: int | None) -> MaskedAutoencoder:
+    """The model whose FLOPs are counted: ``arch`` in eval mode, with eager attention (fvcore sees it)."""
+    kwargs = dict(mae_config(arch) if isinstance(arch, str) else arch)
+    if img_size is not None:
+        kwargs['img_size'] = img_size
+    with torch.no_grad():
+        return MaskedAutoencoder(**{**kwargs, 'attn_impl': 'eager', 'mask_ratio': mask_ratio}).eval()
+
+
+def _count_parts(
+    mae: MaskedAutoencoder, keep: int, batch_size: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    """FLOPs of the encoder on the ``keep`` visible patches, on all patches, and of the decoder, each checked
+    for its attention matmuls: ({part: {tokens, flops, flops_by_operator}}, operators fvcore skipped)."""
+    enc = mae.backbone
+    dim, depth = enc.embed_dim, enc.depth
+    dec_dim = mae.decoder_embed.out_features
+    dec_depth = len(mae.decoder_blocks)
+    length = mae.num_patches
+
+    imgs = torch.randn(batch_size, 3, mae.img_size, mae.img_size)
+    keep_idx = torch.arange(keep).expand(batch_size, keep)  # which patches are visible does not matter
+    ids_restore = torch.arange(length).expand(batch_size, length)
+    latent = torch.randn(batch_size, 1 + keep, dim)
+
+    encoder = _Encoder(mae).eval()
+    decoder = _Decoder(mae).eval()
+    parts = {}
+    unsupported: dict[str, int] = {}
+    for name, module, inputs, tokens, width, blocks in (
+        ('encoder_visible', encoder, (imgs, keep_idx), 1 + keep, dim, depth),
+        ('encoder_all', encoder, (imgs,), 1 + length, dim, depth),
+        ('decoder', decoder, (latent, ids_restore), 1 + length, dec_dim, dec_depth),
+    ):
+        flops, by_op, skipped = _count(module, inputs)
+        _check_attention_counted(name, by_op, batch_size * 2 * blocks * tokens * tokens * width)
+        for op, n in skipped.items():
+            unsupported[op] = unsupported.get(op, 0) + n
+        parts[name] = {'tokens': tokens, 'flops': flops, 'flops_by_operator': by_op}
+    return parts, unsupported
+
+
+def _add_params(parts: dict[str, dict[str, Any]], mae: MaskedAutoencoder) -> None:
+    """Each part's ``params``, and ``trainable_params``: the same less its position embedding."""
+    enc = mae.backbone
+    enc_params = sum(p.numel() for p in enc.parameters())
+    dec_params = sum(p.numel() for n, p in mae.named_parameters() if not n.startswith('backbone.'))
+    enc_fixed = enc.pos_embed.numel()
+    dec_fixed = mae.decoder_pos_embed.numel()
+    parts['encoder_visible'].update(params=enc_params, trainable_params=enc_params - enc_fixed)
+    parts['encoder_all'].update(params=enc_params, trainable_params=enc_params - enc_fixed)
+    parts['decoder'].update(params=dec_params, trainable_params=dec_params - dec_fixed)
+
+
+def _summary(
+    arch: str | Mapping[str, Any],
+    mae: MaskedAutoencoder,
+    mask_ratio: float,
+    batch_size: int,
+    parts: dict[str, dict[str, Any]],
+    unsupported: dict[str, int],
+) -> dict:
+    """The result of :func:`measure`: the setting, the parts and the two ratios next to the paper's."""
+    dim, depth = mae.backbone.embed_dim, mae.backbone.depth
+    ev, ea, de = (parts[k]['flops'] for k in ('encoder_visible', 'encoder_all', 'decoder'))
+    return {
+        'arch': arch if isinstance(arch, str) else 'custom',
+        'model': get_arch(arch).name
+        if isinstance(arch, str)
+        else f'ViT {dim}-d/{mae.patch_size}, {depth} blocks',
+        'img_size': mae.img_size,
+        'patch_size': mae.patch_size,
+        'mask_ratio': mask_ratio,
+        'num_patches': mae.num_patches,
+        'visible_patches': parts['encoder_visible']['tokens'] - 1,  # less the class token
+        'batch_size': batch_size,
+        'decoder': f'{len(mae.decoder_blocks)} blocks x {mae.decoder_embed.out_features}-d',
+        'flop_convention': 'fvcore: 1 fused multiply-add = 1 FLOP; element-wise ops not counted',
+        'parts': parts,
+        'pretrain_flops_mae': ev + de,
+        'pretrain_flops_encoder_with_mask_tokens': ea + de,
+        # Table 1(c): whole model (same decoder), encoder w/ [M] vs MAE encoder
+        'ratio_with_mask_tokens': (ea + de) / (ev + de),
+        'ratio_encoder_only': ea / ev,
+        # decoder vs encoder, both per token on all 1+L tokens
+        'decoder_per_token_pct': 100.0
+        * (de / parts['decoder']['tokens'])
+        / (ea / parts['encoder_all']['tokens']),
+        'paper': {
+            'ratio_with_mask_tokens': PAPER_ENCODER_WITH_MASK_TOKENS_RATIO,
+            'decoder_per_token_pct': PAPER_DECODER_PER_TOKEN_PCT,
+        },
+        'uncounted_ops': unsupported,
+    }
+
+
 def measure(
     arch: str | Mapping[str, Any] = 'large',
     mask_ratio: float = 0.75,
@@ -101,77 +197,11 @@ def measure(
         A JSON-ready dict: per-part FLOPs (fvcore, 1 FMA = 1 FLOP) and parameters, the two ratios the paper
         reports, fvcore's per-operator counts and the operators it skipped.
     """
-    kwargs = dict(mae_config(arch) if isinstance(arch, str) else arch)
-    if img_size is not None:
-        kwargs['img_size'] = img_size
-    with torch.no_grad():
-        mae = MaskedAutoencoder(**{**kwargs, 'attn_impl': 'eager', 'mask_ratio': mask_ratio}).eval()
-    img_size = mae.img_size
-    enc = mae.backbone
-    dim, depth = enc.embed_dim, enc.depth
-    dec_dim = mae.decoder_embed.out_features
-    dec_depth = len(mae.decoder_blocks)
-    length = mae.num_patches
-    keep = int(length * (1 - mask_ratio))
-
-    imgs = torch.randn(batch_size, 3, img_size, img_size)
-    keep_idx = torch.arange(keep).expand(batch_size, keep)  # which patches are visible does not matter
-    ids_restore = torch.arange(length).expand(batch_size, length)
-    latent = torch.randn(batch_size, 1 + keep, dim)
-
-    encoder = _Encoder(mae).eval()
-    decoder = _Decoder(mae).eval()
-    parts = {}
-    unsupported: dict[str, int] = {}
-    for name, module, inputs, tokens, width, blocks in (
-        ('encoder_visible', encoder, (imgs, keep_idx), 1 + keep, dim, depth),
-        ('encoder_all', encoder, (imgs,), 1 + length, dim, depth),
-        ('decoder', decoder, (latent, ids_restore), 1 + length, dec_dim, dec_depth),
-    ):
-        flops, by_op, skipped = _count(module, inputs)
-        _check_attention_counted(name, by_op, batch_size * 2 * blocks * tokens * tokens * width)
-        for op, n in skipped.items():
-            unsupported[op] = unsupported.get(op, 0) + n
-        parts[name] = {'tokens': tokens, 'flops': flops, 'flops_by_operator': by_op}
-
-    enc_params = sum(p.numel() for p in enc.parameters())
-    dec_params = sum(p.numel() for n, p in mae.named_parameters() if not n.startswith('backbone.'))
-    enc_fixed = enc.pos_embed.numel()
-    dec_fixed = mae.decoder_pos_embed.numel()
-    parts['encoder_visible'].update(params=enc_params, trainable_params=enc_params - enc_fixed)
-    parts['encoder_all'].update(params=enc_params, trainable_params=enc_params - enc_fixed)
-    parts['decoder'].update(params=dec_params, trainable_params=dec_params - dec_fixed)
-
-    ev, ea, de = (parts[k]['flops'] for k in ('encoder_visible', 'encoder_all', 'decoder'))
-    return {
-        'arch': arch if isinstance(arch, str) else 'custom',
-        'model': get_arch(arch).name
-        if isinstance(arch, str)
-        else f'ViT {dim}-d/{mae.patch_size}, {depth} blocks',
-        'img_size': img_size,
-        'patch_size': mae.patch_size,
-        'mask_ratio': mask_ratio,
-        'num_patches': length,
-        'visible_patches': keep,
-        'batch_size': batch_size,
-        'decoder': f'{dec_depth} blocks x {dec_dim}-d',
-        'flop_convention': 'fvcore: 1 fused multiply-add = 1 FLOP; element-wise ops not counted',
-        'parts': parts,
-        'pretrain_flops_mae': ev + de,
-        'pretrain_flops_encoder_with_mask_tokens': ea + de,
-        # Table 1(c): whole model (same decoder), encoder w/ [M] vs MAE encoder
-        'ratio_with_mask_tokens': (ea + de) / (ev + de),
-        'ratio_encoder_only': ea / ev,
-        # decoder vs encoder, both per token on all 1+L tokens
-        'decoder_per_token_pct': 100.0
-        * (de / parts['decoder']['tokens'])
-        / (ea / parts['encoder_all']['tokens']),
-        'paper': {
-            'ratio_with_mask_tokens': PAPER_ENCODER_WITH_MASK_TOKENS_RATIO,
-            'decoder_per_token_pct': PAPER_DECODER_PER_TOKEN_PCT,
-        },
-        'uncounted_ops': unsupported,
-    }
+    mae = _build_mae(arch, mask_ratio, img_size)
+    keep = int(mae.num_patches * (1 - mask_ratio))
+    parts, unsupported = _count_parts(mae, keep, batch_size)
+    _add_params(parts, mae)
+    return _summary(arch, mae, mask_ratio, batch_size, parts, unsupported)
 
 
 def format_report(r: dict) -> str:

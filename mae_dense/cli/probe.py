@@ -103,6 +103,11 @@ def summarise(metrics: dict) -> tuple[dict, float, dict]:
     return scores, float(values['lr']), sweep
 
 
+def _seconds_since(start: float) -> float:
+    """Wall time since ``start`` (a ``time.perf_counter()``), to the hundredth of a second."""
+    return round(time.perf_counter() - start, 2)
+
+
 def ensure_feature_cache(runner, model, cfg, cache_dir: Path, meta: dict) -> tuple[bool, float]:
     """Build the fast mode's feature cache unless complete: (reused, seconds spent building).
 
@@ -128,73 +133,110 @@ def ensure_feature_cache(runner, model, cfg, cache_dir: Path, meta: dict) -> tup
                 dataset=loader.dataset.crops,
             )
             build_feature_cache(model, loader_cfg, cache_dir, loader.dataset.dtype, meta, runner.seed)
-    return reused[0], round(time.perf_counter() - start, 2)
+    return reused[0], _seconds_since(start)
+
+
+def _cache_location(cfg, digest: str, config: str, pretrained: str | None) -> tuple[dict, dict]:
+    """Fast mode: (the metadata the cache keeps, its ``{dir, key}``); points the training set at its dir."""
+    from ..data.feature_cache import cache_key
+
+    spec = cache_spec(cfg, digest)
+    key = cache_key(spec)
+    cache_dir = Path(cfg.get('probe_cache_root', 'work_dirs/probe_cache')) / key[:16]
+    cfg.train_dataloader.dataset.cache_dir = str(cache_dir)
+    return dict(key=key, spec=spec, config=config, pretrained=pretrained), dict(dir=str(cache_dir), key=key)
+
+
+def _fill_cache(runner, model, cfg, meta: dict, cache: dict) -> dict[str, float]:
+    """Fast mode: build the cache unless complete, adding ``reused`` and ``crops`` to ``cache``; returns the
+    timing so far (``extract_s`` when it was built)."""
+    from ..data.feature_cache import FeatureCache
+
+    cache_dir = Path(cache['dir'])
+    cache['reused'], seconds = ensure_feature_cache(runner, model, cfg, cache_dir, meta)
+    cache['crops'] = len(FeatureCache(cache_dir))
+    return {} if cache['reused'] else {'extract_s': seconds}
+
+
+def _train_and_test(runner, timing: dict) -> tuple[dict, float, dict]:
+    """Train the heads, then score them on the test split (:func:`summarise`); times both in ``timing``."""
+    start = time.perf_counter()
+    runner.train()
+    timing['train_s'] = _seconds_since(start)
+    start = time.perf_counter()
+    summary = summarise(runner.test())
+    timing['test_s'] = _seconds_since(start)
+    return summary
+
+
+def _result(
+    args: argparse.Namespace,
+    cfg,
+    runner,
+    model,
+    checkpoint: tuple[str | None, str],
+    summary: tuple[dict, float, dict],
+    cache: dict | None,
+    timing: dict,
+) -> dict:
+    """The content of ``probe_result.json``; ``checkpoint`` from :func:`checkpoint_digest`, ``summary`` from
+    :func:`summarise`."""
+    from mmengine.dist import get_world_size
+
+    (pretrained, digest), (scores, lr, sweep) = checkpoint, summary
+    head = model.decode_head
+    return dict(
+        metrics=scores,
+        mode=args.mode,
+        lr=lr,
+        sweep=sweep,
+        config=args.config,
+        iterations=int(cfg.train_cfg.max_iters),
+        pretrained=pretrained,
+        checkpoint_sha256=None if pretrained is None else digest,
+        layers=list(model.backbone.layers),
+        lrs=list(head.lrs),
+        batch_size=int(cfg.train_dataloader.batch_size) * get_world_size(),
+        world_size=get_world_size(),
+        seed=runner.seed,
+        cache=cache,
+        timing=timing,
+        work_dir=str(cfg.work_dir),
+    )
+
+
+def _write_result(result: dict) -> None:
+    """Write ``probe_result.json`` into the work dir and print the one-line summary."""
+    out = Path(result['work_dir']) / RESULT
+    out.write_text(json.dumps(result, indent=2))
+    scores, mode, lr = result['metrics'], result['mode'], result['lr']
+    print(
+        f'probe ({mode}): mIoU {scores["mIoU"]:.2f}, aAcc {scores["aAcc"]:.2f} at lr {lr:g}; '
+        f'written to {out}',
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def _run() -> int:
-        from mmengine.dist import get_world_size, is_main_process
+        from mmengine.dist import is_main_process
 
-        from ..data.feature_cache import FeatureCache, cache_key
         from ..openmmlab.engine.runner import MAEDenseRunner, unwrap_model
 
         cfg = load_probe_config(args)
         pretrained, digest = checkpoint_digest(cfg)
         fast = args.mode == 'fast'
-        cache = None
-        if fast:
-            dataset = cfg.train_dataloader.dataset
-            spec = cache_spec(cfg, digest)
-            key = cache_key(spec)
-            cache_dir = Path(cfg.get('probe_cache_root', 'work_dirs/probe_cache')) / key[:16]
-            dataset.cache_dir = str(cache_dir)
-            cache = dict(dir=str(cache_dir), key=key)
+        meta, cache = _cache_location(cfg, digest, args.config, pretrained) if fast else (None, None)
         # The probe is scored once, after training, on the test split.
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
         runner = MAEDenseRunner.from_cfg(cfg)  # mmengine's, loaders fitted to the machine
         model = unwrap_model(runner.model)
-        timing = {}
-        if fast:
-            meta = dict(key=key, spec=spec, config=args.config, pretrained=pretrained)
-            cache['reused'], seconds = ensure_feature_cache(runner, model, cfg, cache_dir, meta)
-            if not cache['reused']:
-                timing['extract_s'] = seconds
-            cache['crops'] = len(FeatureCache(cache_dir))
-        start = time.perf_counter()
-        runner.train()
-        timing['train_s'] = round(time.perf_counter() - start, 2)
-        start = time.perf_counter()
-        scores, lr, sweep = summarise(runner.test())
-        timing['test_s'] = round(time.perf_counter() - start, 2)
+        timing = _fill_cache(runner, model, cfg, meta, cache) if fast else {}
+        summary = _train_and_test(runner, timing)
         if is_main_process():
-            head = model.decode_head
-            result = dict(
-                metrics=scores,
-                mode=args.mode,
-                lr=lr,
-                sweep=sweep,
-                config=args.config,
-                iterations=int(cfg.train_cfg.max_iters),
-                pretrained=pretrained,
-                checkpoint_sha256=None if pretrained is None else digest,
-                layers=list(model.backbone.layers),
-                lrs=list(head.lrs),
-                batch_size=int(cfg.train_dataloader.batch_size) * get_world_size(),
-                world_size=get_world_size(),
-                seed=runner.seed,
-                cache=cache,
-                timing=timing,
-                work_dir=str(cfg.work_dir),
-            )
-            out = Path(cfg.work_dir) / RESULT
-            out.write_text(json.dumps(result, indent=2))
-            print(
-                f'probe ({args.mode}): mIoU {scores["mIoU"]:.2f}, aAcc {scores["aAcc"]:.2f} at lr {lr:g}; '
-                f'written to {out}',
-                flush=True,
-            )
+            _write_result(_result(args, cfg, runner, model, (pretrained, digest), summary, cache, timing))
         return 0
 
     return run_tool(_run)

@@ -14,6 +14,7 @@ from .figures import bar_charts, curve_charts, slug
 from .references import REFERENCES
 from .store import ResultStore
 from .tables import (
+    Matrix,
     environment_lines,
     leaderboard_records,
     markdown_table,
@@ -34,35 +35,50 @@ _RUN_KEYS = (
 )
 
 
-def write_report(store: ResultStore, out_dir: str | Path, title: str = 'mae-dense leaderboard') -> Path:
-    """Write the report of everything in ``store`` to ``out_dir``; return the markdown file's path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cells = store.cells()
-    records = leaderboard_records(cells)
-    board = matrix(records)
+def _write_figures(
+    store: ResultStore, cells: list[dict], records: list[dict], out_dir: Path
+) -> list[tuple[str, str]]:
+    """Draw the charts and write the stored figures into ``out_dir``: their (file name, caption)."""
     figures = bar_charts(records, out_dir) + curve_charts(cells, out_dir)
     for f in store.figures():
         name = f'{f["kind"]}_{slug(f["backbone"])}.png'
         (out_dir / name).write_bytes(f['png'])
         caption = f['caption'] or _FIGURE_CAPTIONS.get(f['kind'], f['kind'])
         figures.append((name, f'{f["backbone"]}: {caption}'))
-    pub_headers, pub_rows = published_table()
-    rec_headers, rec_rows = recipes_table(cells)
-    res_headers, res_rows = results_table(records)
-    env = environment_lines(cells)
-    notes = [f'({i}) {n}' for i, n in enumerate(board.notes, 1)]
+    return figures
 
+
+def _write_markdown(
+    out_dir: Path,
+    title: str,
+    board: Matrix,
+    notes: list[str],
+    tables: dict[str, tuple[list[str], list[list[str]]]],
+    env: list[str],
+    figures: list[tuple[str, str]],
+) -> Path:
+    """``leaderboard.md``: the matrix and its notes, the published numbers, the recipes, the figures."""
     md = [f'# {title}', '', '## Leaderboard (mean ± std over seeds; published rows below the backbones)', '']
     md += markdown_table(board.headers, board.rows)
     md += ([''] + notes) if notes else []
-    md += ['', '## Published numbers', ''] + markdown_table(pub_headers, pub_rows)
-    md += ['', '## Recipes (effective)', ''] + markdown_table(rec_headers, rec_rows)
+    md += ['', '## Published numbers', ''] + markdown_table(*tables['published'])
+    md += ['', '## Recipes (effective)', ''] + markdown_table(*tables['recipes'])
     md += [''] + env if env else []
     md += ['', '## Figures', ''] + [f'![{caption}]({name})' for name, caption in figures]
     md_path = out_dir / 'leaderboard.md'
     md_path.write_text('\n'.join(md) + '\n')
+    return md_path
 
+
+def _write_json(
+    out_dir: Path,
+    title: str,
+    store: ResultStore,
+    records: list[dict],
+    cells: list[dict],
+    figures: list[tuple[str, str]],
+) -> None:
+    """``leaderboard.json``: the records, the published numbers, every run's summary, the figure names."""
     (out_dir / 'leaderboard.json').write_text(
         json.dumps(
             dict(
@@ -80,6 +96,17 @@ def write_report(store: ResultStore, out_dir: str | Path, title: str = 'mae-dens
         )
     )
 
+
+def _write_html(
+    out_dir: Path,
+    title: str,
+    board: Matrix,
+    notes: list[str],
+    tables: dict[str, tuple[list[str], list[list[str]]]],
+    env: list[str],
+    figures: list[tuple[str, str]],
+) -> None:
+    """``leaderboard.html``: the markdown's sections plus the flat results, figures inlined."""
     classes = [''] * board.backbone_rows + ['published'] * (len(board.rows) - board.backbone_rows)
     sections = [
         (
@@ -88,14 +115,30 @@ def write_report(store: ResultStore, out_dir: str | Path, title: str = 'mae-dens
         ),
         (
             'Results (one record per backbone, benchmark, metric)',
-            H.table_html('results', res_headers, res_rows),
+            H.table_html('results', *tables['results']),
         ),
-        ('Published numbers', H.table_html('published', pub_headers, pub_rows)),
-        ('Recipes (effective)', H.table_html('recipes', rec_headers, rec_rows) + H.paragraph(env)),
+        ('Published numbers', H.table_html('published', *tables['published'])),
+        ('Recipes (effective)', H.table_html('recipes', *tables['recipes']) + H.paragraph(env)),
         (
             'Figures',
             ''.join(H.figure_html((out_dir / name).read_bytes(), caption) for name, caption in figures),
         ),
     ]
     (out_dir / 'leaderboard.html').write_text(H.page(title, sections))
+
+
+def write_report(store: ResultStore, out_dir: str | Path, title: str = 'mae-dense leaderboard') -> Path:
+    """Write the report of everything in ``store`` to ``out_dir``; return the markdown file's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cells = store.cells()
+    records = leaderboard_records(cells)
+    board = matrix(records)
+    figures = _write_figures(store, cells, records, out_dir)
+    tables = dict(published=published_table(), recipes=recipes_table(cells), results=results_table(records))
+    env = environment_lines(cells)
+    notes = [f'({i}) {n}' for i, n in enumerate(board.notes, 1)]
+    md_path = _write_markdown(out_dir, title, board, notes, tables, env, figures)
+    _write_json(out_dir, title, store, records, cells, figures)
+    _write_html(out_dir, title, board, notes, tables, env, figures)
     return md_path

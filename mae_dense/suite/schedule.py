@@ -49,6 +49,71 @@ def one_line_reason(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, USER_ERRORS) else exception_line(exc)
 
 
+def _unfinished(job: Job, outcome: dict[str, str | None]) -> list[str]:
+    """The jobs ``job`` depends on that have not finished (or are not jobs at all)."""
+    return [d for d in job.after if d not in outcome]
+
+
+def _never_runs(job: Job, outcome: dict[str, str | None], devices: list[str] | None) -> str | None:
+    """Why ``job`` will never run: a dependency failed, or (its dependencies done) it needs more GPUs than
+    are visible; None otherwise."""
+    failed_dep = next((d for d in job.after if outcome.get(d) is not None), None)
+    if failed_dep is not None:
+        return f'{failed_dep} failed: {outcome[failed_dep]}'
+    if devices and job.gpus > len(devices) and not _unfinished(job, outcome):
+        return f'needs {job.gpus} GPUs, {len(devices)} visible ({", ".join(devices)})'
+    return None
+
+
+def _take_devices(
+    job: Job, devices: list[str] | None, free: list[str] | None, busy: bool
+) -> tuple[list[str] | None, list[str] | None] | None:
+    """(the devices ``job`` gets, those left free), or None while it must wait: too few GPUs free, or
+    (no GPU) another job running. Unlimited devices (``free`` None): nothing assigned, nothing counted."""
+    if free is None:
+        return None, None
+    if devices:
+        if job.gpus > len(free):
+            return None
+        return free[: job.gpus], free[job.gpus :]
+    return None if busy else (None, free)  # no GPU: one job at a time
+
+
+def _work(job: Job, assigned: list[str] | None, finished: queue.Queue[tuple[str, str | None]]) -> None:
+    """A worker thread: run ``job``, then put (its key, None or its one-line failure) on ``finished``."""
+    try:
+        job.run(assigned)
+        finished.put((job.key, None))
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's one-line reason
+        finished.put((job.key, one_line_reason(exc)))
+
+
+def _start_ready(
+    pending: list[Job],
+    running: dict[str, list[str] | None],
+    outcome: dict[str, str | None],
+    devices: list[str] | None,
+    free: list[str] | None,
+    finished: queue.Queue[tuple[str, str | None]],
+) -> list[str] | None:
+    """One pass over ``pending`` in order: settle the jobs that will never run, start those that can now;
+    returns the devices still free."""
+    for job in list(pending):
+        reason = _never_runs(job, outcome, devices)
+        if reason is not None:
+            outcome[job.key] = reason
+            pending.remove(job)
+            continue
+        taken = None if _unfinished(job, outcome) else _take_devices(job, devices, free, bool(running))
+        if taken is None:
+            continue
+        assigned, free = taken
+        pending.remove(job)
+        running[job.key] = assigned
+        threading.Thread(target=_work, args=(job, assigned, finished), name=job.key, daemon=True).start()
+    return free
+
+
 def run_jobs(jobs: list[Job], devices: list[str] | None) -> dict[str, str | None]:
     """Run ``jobs``; return each key's failure reason (None for success).
 
@@ -64,45 +129,11 @@ def run_jobs(jobs: list[Job], devices: list[str] | None) -> dict[str, str | None
     free = list(devices) if devices is not None else None
     running: dict[str, list[str] | None] = {}
     finished: queue.Queue[tuple[str, str | None]] = queue.Queue()
-
-    def worker(job: Job, assigned: list[str] | None) -> None:
-        try:
-            job.run(assigned)
-            finished.put((job.key, None))
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's one-line reason
-            finished.put((job.key, one_line_reason(exc)))
-
     while pending or running:
-        for job in list(pending):
-            failed_dep = next((d for d in job.after if outcome.get(d) is not None), None)
-            if failed_dep is not None:
-                outcome[job.key] = f'{failed_dep} failed: {outcome[failed_dep]}'
-                pending.remove(job)
-                continue
-            if any(d not in outcome for d in job.after):
-                continue
-            if devices and job.gpus > len(devices):
-                outcome[job.key] = f'needs {job.gpus} GPUs, {len(devices)} visible ({", ".join(devices)})'
-                pending.remove(job)
-                continue
-            if free is None:
-                assigned = None
-            elif devices:
-                if job.gpus > len(free):
-                    continue
-                assigned, free = free[: job.gpus], free[job.gpus :]
-            else:  # no GPU: one job at a time
-                if running:
-                    continue
-                assigned = None
-            pending.remove(job)
-            running[job.key] = assigned
-            threading.Thread(target=worker, args=(job, assigned), name=job.key, daemon=True).start()
+        free = _start_ready(pending, running, outcome, devices, free, finished)
         if not running:
             for job in pending:  # nothing can start or finish: a dependency is not among the jobs
-                outcome[job.key] = (
-                    f'depends on {", ".join(d for d in job.after if d not in outcome)}, not a job'
-                )
+                outcome[job.key] = f'depends on {", ".join(_unfinished(job, outcome))}, not a job'
             pending.clear()
             continue
         key, reason = finished.get()
