@@ -24,7 +24,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # The generators load on first use, so `python -m mae_dense.data.synthetic` runs its module once.
+    # The generators load on first use: their pycocotools stays out of runs that need no synthetic data.
     if name in _SYNTHETIC:
         from . import synthetic
 
