@@ -13,7 +13,7 @@ from PIL import Image
 
 from mae_dense.data import generate_synthetic_ade20k
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 
 

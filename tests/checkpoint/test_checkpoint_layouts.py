@@ -19,7 +19,7 @@ from mae_dense.checkpoint import CheckpointError, convert_file, convert_state_di
 from mae_dense.checkpoint.load import optional_keys
 from mae_dense.models import VisionTransformer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 D = TINY['embed_dim']
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import seg_batch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / 'configs' / 'ade20k').glob('upernet_*.py'))  # the probes: test_probe.py
 
 

@@ -16,7 +16,7 @@ from mae_dense.cli.train import main as train_main
 from mae_dense.data import generate_synthetic_ade20k
 from mae_dense.openmmlab.engine.runner import fit_loader_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ADE_DEMO = ROOT / 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 NO_WORKERS_OPTIONS = ['num_workers=0', 'persistent_workers=True', 'pin_memory=True', 'prefetch_factor=2']
 

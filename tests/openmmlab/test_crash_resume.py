@@ -27,8 +27,8 @@ import mae_dense.openmmlab  # noqa: F401  (registries, loading policy)
 from mae_dense.data import generate_synthetic_ade20k, generate_synthetic_coco, generate_synthetic_image_folder
 from mae_dense.openmmlab.engine.checkpointing import choose_resume_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]  # the helpers the subprocesses import
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from mae_dense.data import generate_synthetic_ade20k
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ADE = str(ROOT / 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py')
 COCO = str(ROOT / 'configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py')
 

@@ -19,7 +19,7 @@ import mae_dense.openmmlab.pretrain as pretrain
 import mae_dense.openmmlab.pretrain.optim
 from mae_dense.models.archs import mae_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / 'configs/pretrain').glob('mae_vit-*_in1k.py'))
 ARCH = {'base': (768, 12, 16), 'large': (1024, 24, 16), 'huge': (1280, 32, 14)}  # width, depth, patch
 

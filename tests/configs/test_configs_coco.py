@@ -13,7 +13,7 @@ from helpers import randomize_
 
 from mae_dense.models import MaskedAutoencoder, VisionTransformer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / 'configs' / 'coco').glob('*.py'))
 BASE = ROOT / 'configs' / 'coco' / 'mask-rcnn_vit-b-mae_lsj-100e_coco.py'
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from mae_dense.data import DataError, check_ade20k, convert_official_zip, generate_synthetic_ade20k
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # mmseg warns on LoadAnnotations(reduce_zero_label=True), which its own ADE20K configs use.
 pytestmark = pytest.mark.filterwarnings('ignore:`reduce_zero_label` will be deprecated')
 

@@ -13,7 +13,7 @@ from helpers import run_tool as _run
 
 from mae_dense.data import generate_synthetic_coco
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = 'configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py'
 ITERS = 15
 

@@ -20,7 +20,7 @@ from helpers import probe_cfg, write_yaml
 from mae_dense.suite.commands import pipeline_main, report_main
 from mae_dense.suite.references import REFERENCES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ADE = 'configs/demo/upernet_vit-tiny_synthetic_ade20k.py'
 COCO = 'configs/demo/mask-rcnn_vit-tiny_synthetic_coco.py'
 PROBE = 'configs/demo/linear-probe_vit-tiny_synthetic_ade20k.py'

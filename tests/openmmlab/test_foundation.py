@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import seg_batch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mmcv_ops_smoke():

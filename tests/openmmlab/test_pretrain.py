@@ -32,7 +32,7 @@ from mae_dense.errors import DataError, NonFiniteLossError
 from mae_dense.models.vit import VisionTransformer
 from mae_dense.openmmlab.pretrain.optim import SkipNonFiniteAmpOptimWrapper
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / 'configs/pretrain/mae_vit-base-p16_8xb512-amp-coslr-1600e_in1k.py'
 TINY_BLR = 0.06  # the demo config's base_lr
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from mae_dense.cli import flops
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_one_linear_layer_by_hand():

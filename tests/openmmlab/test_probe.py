@@ -22,7 +22,7 @@ from mae_dense.data.feature_cache import FeatureCache, FeatureCacheWriter
 from mae_dense.models.probe import FrozenViT, LinearProbeHead
 from mae_dense.models.vit import VisionTransformer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / 'configs/demo/linear-probe_vit-tiny_synthetic_ade20k.py')
 TINY_VIT = dict(img_size=128, patch_size=16, embed_dim=96, depth=4, num_heads=3)  # the demo's encoder
 

@@ -17,7 +17,7 @@ from torch import nn
 from mae_dense.models import VisionTransformer
 from mae_dense.models.necks import LayerNorm2d, SimpleFPN
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'demo' / 'mask-rcnn_vit-tiny_synthetic_coco.py'
 
 

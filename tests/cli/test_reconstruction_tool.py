@@ -16,7 +16,7 @@ from PIL import Image
 from mae_dense import visualize as vis
 from mae_dense.cli import reconstruct as rec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools/visualize_reconstruction.py'
 S = 32  # the tiny MAE's image side
 

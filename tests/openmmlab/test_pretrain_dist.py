@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import TINY_MAE, TINY_MAE_CONFIG, free_port, log_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _model():
@@ -64,7 +64,14 @@ def _worker(out: str) -> None:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'OMP_NUM_THREADS': '1', **extra}
+    # PYTHONPATH: this file, run as torchrun's worker, imports the tests' helpers one folder up
+    tests = str(Path(__file__).resolve().parents[1])
+    return {
+        'PATH': os.environ.get('PATH', '/usr/bin:/bin'),
+        'OMP_NUM_THREADS': '1',
+        'PYTHONPATH': tests,
+        **extra,
+    }
 
 
 def test_two_gloo_processes_equal_one_process_with_double_batch(tmp_path):
