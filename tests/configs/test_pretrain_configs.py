@@ -35,7 +35,7 @@ def test_the_seven_configs_exist():
 @pytest.mark.filterwarnings('ignore:Detected call of .scheduler.step')  # no step: expected
 def test_recipe_numbers_and_lr_schedule(monkeypatch):
     cfg = Config.fromfile(str(ROOT / 'configs/pretrain/mae_vit-base-p16_8xb512-amp-coslr-1600e_in1k.py'))
-    assert cfg.custom_imports.imports == ['mae_dense.openmmlab']
+    assert cfg.custom_imports.imports == ['mae_dense.openmmlab', 'mae_dense.openmmlab.pretrain']
     assert (cfg.model.mask_ratio, cfg.model.norm_pix_loss, cfg.model.img_size) == (0.75, True, 224)
     data = cfg.train_dataloader
     assert data.batch_size == 512 and data.dataset.data_root == 'data/imagenet'
