@@ -7,6 +7,7 @@ store alone has the same tables.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import html as H
@@ -35,6 +36,18 @@ _RUN_KEYS = (
 )
 
 
+@dataclass(frozen=True)
+class _Sections:
+    """What the markdown and the HTML page both show, in the same order."""
+
+    title: str
+    board: Matrix
+    notes: list[str]  # the matrix's numbered notes
+    tables: dict[str, tuple[list[str], list[list[str]]]]  # published, recipes, results: (headers, rows)
+    env: list[str]
+    figures: list[tuple[str, str]]  # (file name, caption)
+
+
 def _write_figures(
     store: ResultStore, cells: list[dict], records: list[dict], out_dir: Path
 ) -> list[tuple[str, str]]:
@@ -48,23 +61,20 @@ def _write_figures(
     return figures
 
 
-def _write_markdown(
-    out_dir: Path,
-    title: str,
-    board: Matrix,
-    notes: list[str],
-    tables: dict[str, tuple[list[str], list[list[str]]]],
-    env: list[str],
-    figures: list[tuple[str, str]],
-) -> Path:
+def _write_markdown(out_dir: Path, r: _Sections) -> Path:
     """``leaderboard.md``: the matrix and its notes, the published numbers, the recipes, the figures."""
-    md = [f'# {title}', '', '## Leaderboard (mean ± std over seeds; published rows below the backbones)', '']
-    md += markdown_table(board.headers, board.rows)
-    md += ([''] + notes) if notes else []
-    md += ['', '## Published numbers', ''] + markdown_table(*tables['published'])
-    md += ['', '## Recipes (effective)', ''] + markdown_table(*tables['recipes'])
-    md += [''] + env if env else []
-    md += ['', '## Figures', ''] + [f'![{caption}]({name})' for name, caption in figures]
+    md = [
+        f'# {r.title}',
+        '',
+        '## Leaderboard (mean ± std over seeds; published rows below the backbones)',
+        '',
+    ]
+    md += markdown_table(r.board.headers, r.board.rows)
+    md += ([''] + r.notes) if r.notes else []
+    md += ['', '## Published numbers', ''] + markdown_table(*r.tables['published'])
+    md += ['', '## Recipes (effective)', ''] + markdown_table(*r.tables['recipes'])
+    md += [''] + r.env if r.env else []
+    md += ['', '## Figures', ''] + [f'![{caption}]({name})' for name, caption in r.figures]
     md_path = out_dir / 'leaderboard.md'
     md_path.write_text('\n'.join(md) + '\n')
     return md_path
@@ -97,34 +107,26 @@ def _write_json(
     )
 
 
-def _write_html(
-    out_dir: Path,
-    title: str,
-    board: Matrix,
-    notes: list[str],
-    tables: dict[str, tuple[list[str], list[list[str]]]],
-    env: list[str],
-    figures: list[tuple[str, str]],
-) -> None:
+def _write_html(out_dir: Path, r: _Sections) -> None:
     """``leaderboard.html``: the markdown's sections plus the flat results, figures inlined."""
-    classes = [''] * board.backbone_rows + ['published'] * (len(board.rows) - board.backbone_rows)
+    classes = [''] * r.board.backbone_rows + ['published'] * (len(r.board.rows) - r.board.backbone_rows)
     sections = [
         (
             'Leaderboard (mean ± std over seeds)',
-            H.table_html('matrix', board.headers, board.rows, classes) + H.paragraph(notes),
+            H.table_html('matrix', r.board.headers, r.board.rows, classes) + H.paragraph(r.notes),
         ),
         (
             'Results (one record per backbone, benchmark, metric)',
-            H.table_html('results', *tables['results']),
+            H.table_html('results', *r.tables['results']),
         ),
-        ('Published numbers', H.table_html('published', *tables['published'])),
-        ('Recipes (effective)', H.table_html('recipes', *tables['recipes']) + H.paragraph(env)),
+        ('Published numbers', H.table_html('published', *r.tables['published'])),
+        ('Recipes (effective)', H.table_html('recipes', *r.tables['recipes']) + H.paragraph(r.env)),
         (
             'Figures',
-            ''.join(H.figure_html((out_dir / name).read_bytes(), caption) for name, caption in figures),
+            ''.join(H.figure_html((out_dir / name).read_bytes(), caption) for name, caption in r.figures),
         ),
     ]
-    (out_dir / 'leaderboard.html').write_text(H.page(title, sections))
+    (out_dir / 'leaderboard.html').write_text(H.page(r.title, sections))
 
 
 def write_report(store: ResultStore, out_dir: str | Path, title: str = 'mae-dense leaderboard') -> Path:
@@ -135,10 +137,17 @@ def write_report(store: ResultStore, out_dir: str | Path, title: str = 'mae-dens
     records = leaderboard_records(cells)
     board = matrix(records)
     figures = _write_figures(store, cells, records, out_dir)
-    tables = dict(published=published_table(), recipes=recipes_table(cells), results=results_table(records))
-    env = environment_lines(cells)
-    notes = [f'({i}) {n}' for i, n in enumerate(board.notes, 1)]
-    md_path = _write_markdown(out_dir, title, board, notes, tables, env, figures)
+    sections = _Sections(
+        title=title,
+        board=board,
+        notes=[f'({i}) {n}' for i, n in enumerate(board.notes, 1)],
+        tables=dict(
+            published=published_table(), recipes=recipes_table(cells), results=results_table(records)
+        ),
+        env=environment_lines(cells),
+        figures=figures,
+    )
+    md_path = _write_markdown(out_dir, sections)
     _write_json(out_dir, title, store, records, cells, figures)
-    _write_html(out_dir, title, board, notes, tables, env, figures)
+    _write_html(out_dir, sections)
     return md_path
