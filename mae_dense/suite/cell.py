@@ -34,6 +34,7 @@ from .schedule import one_line_reason
 from .spec import BackboneSpec, SuiteSpec, TaskSpec
 from .store import ResultStore
 from .tables import UNKNOWN
+from .tasks import placement_fit
 from .weights import KEEP, backbone_weights, stage_dir
 
 __all__ = ['Cell', 'Context', 'FinetuneCell', 'PretrainCell', 'ProbeCell', 'backbone_weights', 'task_cell']
@@ -268,7 +269,7 @@ class TaskCell(Cell):
         if pretrained != KEEP:
             options[task.task.weights_key] = pretrained
         extra = {'mode': task.mode} if task.task.kind == 'probe' else None
-        run = RunConfig.read(task.config, options, extra)
+        run = RunConfig.read(task.config, options, extra, placement_fit(task.task, self.backbone.arch))
         fields['config_hash'] = run.hash
         fields['checkpoint'] = None if pretrained in (None, KEEP) else pretrained
         state = holder[0] = self.state({k: fields[k] for k in ('checkpoint_sha256', 'config_hash')})
@@ -282,7 +283,7 @@ class TaskCell(Cell):
             return
         state.save(status='running')
         commit = git_commit()
-        record = self.steps(run, options, devices, state, commit)
+        record = self.steps(run, run.options, devices, state, commit)
         metrics, missing = task_metrics(task.task, state.steps)
         self.record(dict(fields, status='done', metrics=metrics, missing=missing, **record), commit)
         state.save(status='done')

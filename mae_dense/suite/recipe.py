@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,14 @@ def model_label(cfg) -> str:
     return arch.short if arch else f'ViT {width}-d (toy)'
 
 
+def _get(cfg: Any, dotted: str) -> Any:
+    """The value at ``a.b.c`` of a config (None where a level is missing)."""
+    value: Any = cfg
+    for part in dotted.split('.'):
+        value = value.get(part) if hasattr(value, 'get') else None
+    return value
+
+
 @dataclass
 class RunConfig:
     """A cell's config, read once: the merged mmengine Config, its hash and what the records say of it.
@@ -93,15 +102,26 @@ class RunConfig:
     hash: str
 
     @classmethod
-    def read(cls, config: str, options: dict[str, Any], extra: dict[str, Any] | None = None) -> RunConfig:
+    def read(
+        cls,
+        config: str,
+        options: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        fit: Callable[[Callable[[str], Any]], dict[str, Any]] | None = None,
+    ) -> RunConfig:
+        """Read ``config`` with ``options``; ``fit``: more options computed from the values of that config
+        (a backbone's placement, :meth:`~mae_dense.suite.tasks.Placement.options`), merged after the hash:
+        the hash names the protocol, the same for a ViT-B and a ViT-L placed into one config."""
         unhashed = _unhashed()
         cfg = read_config(config, {k: v for k, v in options.items() if k not in unhashed})
         text = cfg.pretty_text + json.dumps(extra or {}, sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         rest = {k: v for k, v in options.items() if k in unhashed}
+        if fit is not None:
+            rest.update(fit(lambda dotted: _get(cfg, dotted)))
         if rest:
             cfg.merge_from_dict(rest)
-        return cls(config, dict(options), cfg, digest)
+        return cls(config, {**options, **rest}, cfg, digest)
 
     @property
     def model(self) -> str:
@@ -109,10 +129,7 @@ class RunConfig:
 
     def get(self, dotted: str) -> Any:
         """The value at ``a.b.c`` (None where a level is missing)."""
-        value: Any = self.cfg
-        for part in dotted.split('.'):
-            value = value.get(part) if hasattr(value, 'get') else None
-        return value
+        return _get(self.cfg, dotted)
 
     def recipe(self, world_size: int, seed: int, commit: str) -> dict[str, Any]:
         """What the training run is set to do: batch, accumulation, length, precision, hash, versions.

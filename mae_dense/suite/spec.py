@@ -12,6 +12,8 @@ A pipeline config (YAML, or Python defining ``pipeline = dict(...)``)::
       - {name: mae-800ep, pretrain: {config: configs/pretrain/mae_vit-base-p16_8xb512-amp-coslr-800e_in1k.py}}
       - {name: official, checkpoint: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth}
       - {name: scratch, random: true}
+      - {name: mae-large, checkpoint: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth,
+         arch: large}              # another size: each task puts it into its config (its Placement)
     ade20k: {config: configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py, ms_flip: true}
     coco: {config: configs/coco/mask-rcnn_vit-b-mae_lsj-100e_coco.py}
     probe: {config: <an ADE20K linear-probe config>, mode: fast}
@@ -35,6 +37,7 @@ from .. import config_files
 from ..checkpoint import is_url
 from ..config_files import PROBE_MODES, config_from_file
 from ..errors import PipelineError
+from ..models.archs import ARCHS, Arch, arch_by_width
 from .tasks import TASKS, Task, TestProtocol
 
 LAUNCHERS = ('local', 'slurm')
@@ -51,7 +54,8 @@ _TOP_KEYS = (
     'qualitative',
     'report',
 )
-_BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random')
+_BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random', 'arch')
+_ARCH_KEYS = ('embed_dim', 'depth', 'num_heads', 'patch_size')
 _PRETRAIN_KEYS = ('config', 'cfg_options', 'gpus')
 _PROBE_MODULE = 'mae_dense.cli.probe'
 _SLURM_KEYS = ('partition', 'job_name', 'gpus_per_node', 'cpus_per_task', 'srun_args')
@@ -75,13 +79,15 @@ class BackboneSpec:
 
     ``kind`` is ``'checkpoint'`` (a file or URL in any layout the loader knows), ``'pretrain'`` (trained
     here first), ``'random'`` (from scratch) or ``'config'`` (the task configs' own ``pretrained``: the
-    older single-backbone form without ``pretrain:``).
+    older single-backbone form without ``pretrain:``). ``arch``: its size when it is not the task configs'
+    (``arch: large``, or ``{embed_dim, depth, num_heads, patch_size}``); None: the configs' own.
     """
 
     name: str
     kind: str
     checkpoint: str | None = None
     pretrain: PretrainSpec | None = None
+    arch: Arch | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,38 @@ def _checkpoint(value: Any, where: str) -> str:
     return value if is_url(value) else str(Path(value).expanduser().resolve())
 
 
+def _arch(value: Any, where: str) -> Arch | None:
+    """A backbone's ``arch``: a standard size's name or its four numbers (None when not given)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value not in ARCHS:
+            raise PipelineError(f'{where}: arch {value!r}: expected one of {", ".join(ARCHS)} or a mapping')
+        return ARCHS[value]
+    dims = _mapping(value, f'{where}.arch')
+    check_keys(f'{where}.arch', dims, _ARCH_KEYS)
+    if set(dims) != set(_ARCH_KEYS):
+        raise PipelineError(f'{where}.arch: needs {", ".join(_ARCH_KEYS)}, got {", ".join(dims) or "none"}')
+    for key in _ARCH_KEYS:
+        _positive_int(dims[key], f'{where}.arch.{key}')
+    if dims['embed_dim'] % dims['num_heads']:
+        raise PipelineError(f'{where}.arch: embed_dim {dims["embed_dim"]} is not a multiple of num_heads')
+    known = arch_by_width(dims['embed_dim'])
+    short = known.short if known else f'ViT {dims["embed_dim"]}-d'
+    return Arch(short, f'{short}/{dims["patch_size"]}', **dims)
+
+
+def _check_placements(backbones: list[BackboneSpec], tasks: list[TaskSpec], src: str) -> None:
+    """A backbone of another size needs every task to know where a size goes in its config."""
+    sized = next((b for b in backbones if b.arch is not None), None)
+    unplaced = [t.name for t in tasks if t.task.placement is None]
+    if sized is not None and unplaced:
+        raise PipelineError(
+            f'{src}: backbone {sized.name} has arch {sized.arch.short}, but task {unplaced[0]} cannot place '
+            'another size (its table entry has no placement): drop arch or give a config of that size'
+        )
+
+
 def _backbones(cfg: dict, src: str, gpus: int) -> list[BackboneSpec]:
     if 'backbones' in cfg and 'pretrain' in cfg:
         raise PipelineError(f'{src}: give either backbones (a list) or pretrain (one backbone), not both')
@@ -234,20 +272,17 @@ def _backbones(cfg: dict, src: str, gpus: int) -> list[BackboneSpec]:
                 f'{where}: needs exactly one of checkpoint (path or URL), pretrain (a stage), random: true; '
                 f'got {given or "none"}'
             )
+        arch = _arch(raw.get('arch'), where)
         if given == ['random']:
             if raw['random'] is not True:
                 raise PipelineError(f'{where}: random must be true, got {raw["random"]!r}')
-            out.append(BackboneSpec(name=name, kind='random'))
+            out.append(BackboneSpec(name=name, kind='random', arch=arch))
         elif given == ['checkpoint']:
-            out.append(
-                BackboneSpec(name=name, kind='checkpoint', checkpoint=_checkpoint(raw['checkpoint'], where))
-            )
+            ckpt = _checkpoint(raw['checkpoint'], where)
+            out.append(BackboneSpec(name=name, kind='checkpoint', checkpoint=ckpt, arch=arch))
         else:
-            out.append(
-                BackboneSpec(
-                    name=name, kind='pretrain', pretrain=_pretrain(raw['pretrain'], f'{where}.pretrain', gpus)
-                )
-            )
+            stage = _pretrain(raw['pretrain'], f'{where}.pretrain', gpus)
+            out.append(BackboneSpec(name=name, kind='pretrain', pretrain=stage, arch=arch))
     return out
 
 
@@ -320,6 +355,7 @@ def parse_spec(cfg: dict, source: str) -> SuiteSpec:
         _task(task, cfg[name], source, gpus) for name, task in TASKS.items() if cfg.get(name) is not None
     ]
     backbones = _backbones(cfg, source, gpus)
+    _check_placements(backbones, tasks, source)
     if not tasks and not any(b.kind == 'pretrain' for b in backbones):
         raise PipelineError(f'{source}: nothing to run: give at least one task ({", ".join(TASKS)})')
     work_dir = Path(cfg.get('work_dir') or f'work_dirs/{Path(source).stem}')

@@ -9,17 +9,23 @@ benchmark is one entry here plus its configs (``register_task`` for one defined 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+
+from ..models.archs import Arch
 
 __all__ = [
     'TASKS',
     'Metric',
+    'Placement',
     'Task',
     'TestProtocol',
     'benchmark_order',
     'get_task',
     'metric_rank',
+    'placement_fit',
     'register_task',
     'task_of_benchmark',
 ]
@@ -63,6 +69,58 @@ class TestProtocol:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a ViT of another size goes in a task's config: the dotted config keys each of its numbers sets.
+
+    The shipped configs are ViT-B; a backbone entry with ``arch: large`` (or its own dimensions) gets these
+    keys as ``--cfg-options``, so the neck and heads take its width and the layer decay its depth. The
+    recipe's own numbers (layer-decay rate, drop path, lr) stay the config's: a size's published recipe is
+    its own config.
+
+    Args:
+        width: keys set to the width; a key that holds a list gets a list of the same length (UperNet's
+            four ``in_channels``).
+        width_per_output: (key, key of the list of output layers): the width times that list's length
+            (the probe's concatenated layers).
+        depth: keys set to the number of blocks (the backbone's, and the layer-decay constructor's).
+        heads: keys set to the number of attention heads.
+        patch: keys set to the patch size.
+        outputs: the key of the output blocks (non-negative indices), moved to the same relative depth:
+            ViT-B's ``[3, 5, 7, 11]`` becomes ViT-L's ``[7, 11, 15, 23]``.
+    """
+
+    width: tuple[str, ...]
+    depth: tuple[str, ...] = ('model.backbone.depth', 'optim_wrapper.paramwise_cfg.num_layers')
+    heads: tuple[str, ...] = ('model.backbone.num_heads',)
+    patch: tuple[str, ...] = ('model.backbone.patch_size',)
+    width_per_output: tuple[tuple[str, str], ...] = ()
+    outputs: str | None = None
+    depth_key: str = 'model.backbone.depth'  # where the config's own depth is read
+
+    def options(self, arch: Arch, get: Callable[[str], Any]) -> dict[str, Any]:
+        """The ``--cfg-options`` that put ``arch`` into a config whose values ``get('a.b.c')`` returns."""
+        options: dict[str, Any] = {}
+        for key in self.width:
+            current = get(key)
+            options[key] = [arch.embed_dim] * len(current) if isinstance(current, list) else arch.embed_dim
+        for key, outputs in self.width_per_output:
+            options[key] = arch.embed_dim * len(get(outputs))
+        options.update(dict.fromkeys(self.depth, arch.depth))
+        options.update(dict.fromkeys(self.heads, arch.num_heads))
+        options.update(dict.fromkeys(self.patch, arch.patch_size))
+        if self.outputs is not None:
+            old = get(self.depth_key)
+            # block i is the (i + 1)/old-th part of the way up: the same part of the new depth, rounded
+            blocks = [max(0, int((i + 1) * arch.depth / old + 0.5) - 1) for i in get(self.outputs)]
+            if len(set(blocks)) < len(blocks):
+                raise ValueError(
+                    f'{self.outputs}: {len(blocks)} output blocks do not fit {arch.short} ({arch.depth} blocks)'
+                )
+            options[self.outputs] = blocks
+        return options
+
+
+@dataclass(frozen=True)
 class Task:
     """One benchmark of the suite.
 
@@ -79,6 +137,7 @@ class Task:
         tests: the test protocols of a fine-tuning task (the first also writes the qualitative outputs).
         curves: validation keys of mmengine's ``scalars.json`` kept as curves: key -> (name, scale).
         qualitative: which panel its predictions feed (``'segmentation'``, ``'detection'``) or None.
+        placement: where a backbone of another size goes in its config (None: the config's size only).
     """
 
     name: str
@@ -93,6 +152,7 @@ class Task:
     tests: tuple[TestProtocol, ...] = ()
     curves: dict[str, tuple[str, float]] = field(default_factory=dict)
     qualitative: str | None = None
+    placement: Placement | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ('finetune', 'probe'):
@@ -131,6 +191,15 @@ def task_of_benchmark(benchmark: str) -> Task | None:
     return next((t for t in TASKS.values() if t.benchmark == benchmark), None)
 
 
+def placement_fit(task: Task, arch: Arch | None) -> Callable[[Callable[[str], Any]], dict[str, Any]] | None:
+    """What puts ``arch`` into ``task``'s config, given the config's values (None: the config's own size)."""
+    if arch is None:
+        return None
+    if task.placement is None:  # the spec refuses this before anything runs
+        raise ValueError(f'task {task.name} cannot place a backbone of another size ({arch.short})')
+    return partial(task.placement.options, arch)
+
+
 def metric_rank(benchmark: str, metric: str) -> int:
     """The position of ``metric`` among its benchmark's columns (unknown ones last)."""
     task = task_of_benchmark(benchmark)
@@ -155,6 +224,15 @@ register_task(
         tests=(_SS, TestProtocol('test_ms', ('--aug-test',), 'ms+flip test', switch='ms_flip')),
         curves={'mIoU': ('mIoU', 1.0), 'aAcc': ('aAcc', 1.0)},
         qualitative='segmentation',
+        placement=Placement(
+            width=(
+                'model.backbone.embed_dim',
+                'model.neck.embed_dim',
+                'model.decode_head.in_channels',
+                'model.auxiliary_head.in_channels',
+            ),
+            outputs='model.backbone.out_indices',
+        ),
     )
 )
 register_task(
@@ -172,6 +250,8 @@ register_task(
         tests=(TestProtocol('test_ss', (), 'test'),),
         curves={'coco/bbox_mAP': ('box AP', 100.0), 'coco/segm_mAP': ('mask AP', 100.0)},
         qualitative='detection',
+        # the windowed and global blocks follow the depth through the ViT's det-mode preset
+        placement=Placement(width=('model.backbone.embed_dim', 'model.neck.in_channels')),
     )
 )
 register_task(
@@ -185,5 +265,11 @@ register_task(
         # module: the probe command's module (default mae_dense.cli.probe), e.g. a site's own variant
         spec_keys=('config', 'cfg_options', 'mode', 'module'),
         gpus=1,  # a frozen-backbone probe fits one GPU
+        # no layer decay: the backbone is frozen; its layers (negative indices) count from the last block
+        placement=Placement(
+            width=('model.backbone.embed_dim',),
+            depth=('model.backbone.depth',),
+            width_per_output=(('model.decode_head.in_channels', 'model.backbone.layers'),),
+        ),
     )
 )

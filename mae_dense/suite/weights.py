@@ -50,10 +50,11 @@ def backbone_weights(backbone: BackboneSpec, work_dir: Path, task: TaskSpec | No
     """``(value for the task config's weights key, checkpoint identity)`` of a backbone.
 
     The identity is the sha256 of the weights file (a URL is fetched into torch.hub's cache first),
-    ``random`` for a from-scratch backbone; :data:`KEEP` leaves the task config's own weights in place.
+    ``random`` for a from-scratch backbone (``random ViT-L/16`` for one of another size: the config hash
+    is the protocol's and does not see the size); :data:`KEEP` leaves the task config's own weights in place.
     """
     if backbone.kind == 'random':
-        return None, RANDOM
+        return None, RANDOM if backbone.arch is None else f'{RANDOM} {backbone.arch.name}'
     if backbone.kind == 'checkpoint':
         local = str(local_checkpoint(backbone.checkpoint))
         return local, _sha256(local)

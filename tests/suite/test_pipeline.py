@@ -385,7 +385,8 @@ def test_changed_weights_rerun_the_cell_and_keep_the_old_run_aside(tmp_path, fak
 @pytest.mark.slow
 def test_a_new_benchmark_is_one_table_entry_plus_its_config(tmp_path, monkeypatch):
     """A toy benchmark added as one entry of the table of tasks and one config runs through the spec, the
-    cells, the store and the report like the shipped ones."""
+    cells, the store and the report like the shipped ones; its entry's placement puts a backbone of another
+    size (64-d, 8 blocks against the config's 96-d, 4 blocks) into the neck, heads and layer decay."""
     from mae_dense.data import generate_synthetic_ade20k
     from mae_dense.suite.tasks import TASKS, Metric, Task, TestProtocol
 
@@ -399,6 +400,7 @@ def test_a_new_benchmark_is_one_table_entry_plus_its_config(tmp_path, monkeypatc
         eval_flags=('--eval', 'mIoU'),
         tests=(TestProtocol('test_ss', (), 'test'),),
         curves={'mIoU': ('mIoU', 1.0)},
+        placement=TASKS['ade20k'].placement,  # the same UperNet keys
     )
     monkeypatch.setitem(TASKS, 'toyseg', toy)
     ade = generate_synthetic_ade20k(tmp_path / 'ADEChallengeData2016', num_train=4, num_val=2, seed=3)
@@ -413,17 +415,25 @@ def test_a_new_benchmark_is_one_table_entry_plus_its_config(tmp_path, monkeypatc
     cfg = dict(
         work_dir=str(tmp_path / 'work'),
         results_dir=str(tmp_path / 'results'),
-        backbones=[dict(name='scratch', random=True)],
+        backbones=[
+            dict(name='scratch', random=True),
+            dict(name='narrow', random=True, arch=dict(embed_dim=64, depth=8, num_heads=2, patch_size=16)),
+        ],
         toyseg=dict(config=str(config)),
         qualitative=False,
     )
     assert pipeline_main([str(write_yaml(tmp_path / 'p.yaml', cfg))]) == 0
     board = json.loads((tmp_path / 'results' / 'leaderboard.json').read_text())
-    rows = {(x['benchmark'], x['metric']): x for x in board['results']}
-    assert set(rows) == {('Toy segmentation', 'mIoU'), ('Toy segmentation', 'mAcc')}
+    rows = {(x['backbone'], x['benchmark'], x['metric']): x for x in board['results']}
+    assert set(rows) == {(b, 'Toy segmentation', m) for b in ('scratch', 'narrow') for m in ('mIoU', 'mAcc')}
     assert all(0 <= r['value'] <= 100 and r['task'] == 'toyseg' for r in rows.values())
-    (cell,) = _store(tmp_path / 'results' / 'results.sqlite')
-    assert cell['task'] == 'toyseg' and json.loads(cell['curves'])['mIoU'][0][0] == 2
+    cells = {c['backbone']: c for c in _store(tmp_path / 'results' / 'results.sqlite')}
+    assert all(c['task'] == 'toyseg' and json.loads(c['curves'])['mIoU'][0][0] == 2 for c in cells.values())
+    assert (cells['scratch']['model'], cells['narrow']['model']) == ('ViT 96-d (toy)', 'ViT 64-d (toy)')
+    placed = json.loads(cells['narrow']['recipe'])['cfg_options']
+    assert placed['model.decode_head.in_channels'] == [64] * 4
+    assert placed['model.backbone.out_indices'] == [1, 3, 5, 7]  # the config's [0, 1, 2, 3] of 4 blocks, at 8
+    assert placed['optim_wrapper.paramwise_cfg.num_layers'] == placed['model.backbone.depth'] == 8
     assert (
         '| Toy segmentation mIoU | Toy segmentation mAcc |'
         in (tmp_path / 'results/leaderboard.md').read_text()

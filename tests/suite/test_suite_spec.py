@@ -124,6 +124,17 @@ def test_shipped_config_names_work_as_they_do_for_the_tools(tmp_path, monkeypatc
         ({'ade20k': {'config': 'nope.py'}}, 'p.yaml: ade20k: config nope.py: file not found'),
         ({'ade20k': {'config': ADE}, 'launcher': 'slurm'}, 'launcher slurm needs slurm.partition'),
         ({'ade20k': {'config': ADE}, 'seeds': [0, 0]}, 'seeds must be a list of distinct integers'),
+        (
+            {'backbones': [{'name': 'a', 'random': True, 'arch': 'larg'}], 'ade20k': {'config': ADE}},
+            "backbones[0] (a): arch 'larg': expected one of base, large, huge or a mapping",
+        ),
+        (
+            {
+                'backbones': [{'name': 'a', 'random': True, 'arch': {'embed_dim': 64}}],
+                'ade20k': {'config': ADE},
+            },
+            'backbones[0] (a).arch: needs embed_dim, depth, num_heads, patch_size, got embed_dim',
+        ),
     ],
 )
 def test_bad_pipeline_config_one_line(tmp_path, monkeypatch, cfg, expected):
@@ -198,3 +209,68 @@ def test_full_configs_write_tensorboard_beside_the_json_logs(config):
     assert [b['type'] for b in cfg.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
     if config.startswith('coco/'):  # validation metrics at their iteration, not at epoch 0
         assert cfg.default_hooks.logger.log_metric_by_epoch is False
+
+
+# (task, the ViT-B config, the ViT-L config with the published recipe of that size)
+SIZES = [
+    (
+        'ade20k',
+        'upernet_mae-base_fp16_8x2_512x512_160k_ade20k',
+        'upernet_mae-large_fp16_8x2_512x512_160k_ade20k',
+    ),
+    ('coco', 'mask-rcnn_vit-b-mae_lsj-100e_coco', 'mask-rcnn_vit-l-mae_lsj-100e_coco'),
+    (
+        'probe',
+        'linear-probe_mae-base_1x16_512x512_40k_ade20k',
+        'linear-probe_mae-large_1x16_512x512_40k_ade20k',
+    ),
+    (
+        'probe',
+        'linear-probe_mae-base_4layers_1x16_512x512_40k_ade20k',
+        'linear-probe_mae-large_4layers_1x16_512x512_40k_ade20k',
+    ),
+]
+
+
+@pytest.mark.parametrize(('task', 'base', 'large'), SIZES)
+def test_a_task_places_another_size_as_its_published_config_of_that_size(task, base, large):
+    """``arch: large`` on a ViT-B config sets every width, depth, head and output key to the ViT-L config's
+    values (neck and head channels, out_indices, the layer decay's num_layers), and the model builds."""
+    from mae_dense.models.archs import ARCHS
+    from mae_dense.suite.recipe import RunConfig
+    from mae_dense.suite.spec import resolve_config
+    from mae_dense.suite.tasks import TASKS, placement_fit
+
+    base, large = resolve_config(base, 'base'), resolve_config(large, 'large')
+    placed = RunConfig.read(base, {}, fit=placement_fit(TASKS[task], ARCHS['large']))
+    published = RunConfig.read(large, {})
+    fitted = placed.options
+    assert {'model.backbone.embed_dim', 'model.backbone.depth'} <= set(fitted)
+    assert {k: placed.get(k) for k in fitted} == {k: published.get(k) for k in fitted}
+    assert placed.model == published.model == 'ViT-L'
+    assert placed.hash == RunConfig.read(base, {}).hash  # one protocol: ViT-B and ViT-L in one column
+
+
+def test_an_arch_for_a_task_that_cannot_place_it_is_one_line(tmp_path, monkeypatch):
+    import dataclasses
+
+    from mae_dense.suite.tasks import TASKS
+
+    monkeypatch.setitem(TASKS, 'coco', dataclasses.replace(TASKS['coco'], placement=None))
+    cfg = {'backbones': [{'name': 'big', 'random': True, 'arch': 'large'}], 'coco': {'config': ADE}}
+    assert _error(cfg, tmp_path).endswith(
+        'p.yaml: backbone big has arch ViT-L, but task coco cannot place another size (its table entry has '
+        'no placement): drop arch or give a config of that size'
+    )
+
+
+def test_a_size_too_shallow_for_the_output_blocks_is_one_line():
+    from mae_dense.models.archs import Arch
+    from mae_dense.suite.recipe import RunConfig
+    from mae_dense.suite.spec import resolve_config
+    from mae_dense.suite.tasks import TASKS, placement_fit
+
+    shallow = Arch('ViT 64-d', 'ViT 64-d/16', patch_size=16, embed_dim=64, depth=2, num_heads=2)
+    with pytest.raises(ValueError) as exc:
+        RunConfig.read(resolve_config(ADE, 'ade20k'), {}, fit=placement_fit(TASKS['ade20k'], shallow))
+    assert str(exc.value) == 'model.backbone.out_indices: 4 output blocks do not fit ViT 64-d (2 blocks)'
