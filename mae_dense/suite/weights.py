@@ -13,6 +13,7 @@ from typing import Any
 
 from ..checkpoint import file_sha256, local_checkpoint
 from ..errors import PipelineError
+from ..models.archs import Arch
 from .outputs import CellState
 from .recipe import RunConfig
 from .spec import BackboneSpec, TaskSpec
@@ -41,6 +42,11 @@ def _sha256(src: str) -> str:
     return sha
 
 
+def _dims(arch: Arch) -> str:
+    """Every number of a size (two custom sizes of one width differ here): ``1024d-24b-16h-p16``."""
+    return f'{arch.embed_dim}d-{arch.depth}b-{arch.num_heads}h-p{arch.patch_size}'
+
+
 def stage_dir(work_dir: Path, backbone: BackboneSpec, stage: str) -> Path:
     """Where a backbone's stage runs: ``<work_dir>/<backbone>/<stage>`` (``pretrain``, ``ade20k-seed0``)."""
     return work_dir / backbone.name / stage
@@ -50,11 +56,11 @@ def backbone_weights(backbone: BackboneSpec, work_dir: Path, task: TaskSpec | No
     """``(value for the task config's weights key, checkpoint identity)`` of a backbone.
 
     The identity is the sha256 of the weights file (a URL is fetched into torch.hub's cache first),
-    ``random`` for a from-scratch backbone (``random ViT-L/16`` for one of another size: the config hash
-    is the protocol's and does not see the size); :data:`KEEP` leaves the task config's own weights in place.
+    ``random`` for a from-scratch backbone (``random 1024d-24b-16h-p16`` for one of another size: the
+    config hash is the protocol's and does not see the size); :data:`KEEP` leaves the task config's own weights in place.
     """
     if backbone.kind == 'random':
-        return None, RANDOM if backbone.arch is None else f'{RANDOM} {backbone.arch.name}'
+        return None, RANDOM if backbone.arch is None else f'{RANDOM} {_dims(backbone.arch)}'
     if backbone.kind == 'checkpoint':
         local = str(local_checkpoint(backbone.checkpoint))
         return local, _sha256(local)

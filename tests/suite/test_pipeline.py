@@ -430,6 +430,12 @@ def test_a_new_benchmark_is_one_table_entry_plus_its_config(tmp_path, monkeypatc
     cells = {c['backbone']: c for c in _store(tmp_path / 'results' / 'results.sqlite')}
     assert all(c['task'] == 'toyseg' and json.loads(c['curves'])['mIoU'][0][0] == 2 for c in cells.values())
     assert (cells['scratch']['model'], cells['narrow']['model']) == ('ViT 96-d (toy)', 'ViT 64-d (toy)')
+    # one protocol (one column), two backbones: the store tells them apart by the size of random weights
+    assert cells['scratch']['config_hash'] == cells['narrow']['config_hash']
+    assert (cells['scratch']['checkpoint_sha256'], cells['narrow']['checkpoint_sha256']) == (
+        'random',
+        'random 64d-8b-2h-p16',
+    )
     placed = json.loads(cells['narrow']['recipe'])['cfg_options']
     assert placed['model.decode_head.in_channels'] == [64] * 4
     assert placed['model.backbone.out_indices'] == [1, 3, 5, 7]  # the config's [0, 1, 2, 3] of 4 blocks, at 8
