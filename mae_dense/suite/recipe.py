@@ -18,7 +18,7 @@ from typing import Any
 from ..config_files import read_config as _read_config
 from ..errors import PipelineError
 from ..models.archs import ARCHS, arch_by_width
-from .tasks import TASKS
+from .tasks import TASKS, dotted_get
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -79,14 +79,6 @@ def model_label(cfg) -> str:
     return arch.short if arch else f'ViT {width}-d (toy)'
 
 
-def _get(cfg: Any, dotted: str) -> Any:
-    """The value at ``a.b.c`` of a config (None where a level is missing)."""
-    value: Any = cfg
-    for part in dotted.split('.'):
-        value = value.get(part) if hasattr(value, 'get') else None
-    return value
-
-
 @dataclass
 class RunConfig:
     """A cell's config, read once: the merged mmengine Config, its hash and what the records say of it.
@@ -107,9 +99,9 @@ class RunConfig:
         config: str,
         options: dict[str, Any],
         extra: dict[str, Any] | None = None,
-        fit: Callable[[Callable[[str], Any]], dict[str, Any]] | None = None,
+        fit: Callable[[Any], dict[str, Any]] | None = None,
     ) -> RunConfig:
-        """Read ``config`` with ``options``; ``fit``: more options computed from the values of that config
+        """Read ``config`` with ``options``; ``fit``: more options computed from that config
         (a backbone's placement, :meth:`~mae_dense.suite.tasks.Placement.options`), merged after the hash:
         the hash names the protocol, the same for a ViT-B and a ViT-L placed into one config."""
         unhashed = _unhashed()
@@ -118,7 +110,7 @@ class RunConfig:
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         rest = {k: v for k, v in options.items() if k in unhashed}
         if fit is not None:
-            rest.update(fit(lambda dotted: _get(cfg, dotted)))
+            rest.update(fit(cfg))
         if rest:
             cfg.merge_from_dict(rest)
         return cls(config, {**options, **rest}, cfg, digest)
@@ -129,7 +121,7 @@ class RunConfig:
 
     def get(self, dotted: str) -> Any:
         """The value at ``a.b.c`` (None where a level is missing)."""
-        return _get(self.cfg, dotted)
+        return dotted_get(self.cfg, dotted)
 
     def recipe(self, world_size: int, seed: int, commit: str) -> dict[str, Any]:
         """What the training run is set to do: batch, accumulation, length, precision, hash, versions.

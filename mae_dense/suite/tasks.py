@@ -23,12 +23,20 @@ __all__ = [
     'Task',
     'TestProtocol',
     'benchmark_order',
+    'dotted_get',
     'get_task',
     'metric_rank',
     'placement_fit',
     'register_task',
     'task_of_benchmark',
 ]
+
+
+def dotted_get(node: Any, dotted: str) -> Any:
+    """The value at ``a.b.c`` in nested mappings or a config (None where a level is missing)."""
+    for part in dotted.split('.'):
+        node = node.get(part) if hasattr(node, 'get') else None
+    return node
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,7 @@ class Metric:
 
     def read(self, steps: dict[str, Any]) -> Any:
         """The raw value in a cell's finished steps (None when absent)."""
-        value: Any = steps.get(self.step)
-        for part in self.key.split('.'):
-            value = value.get(part) if isinstance(value, dict) else None
-        return value
+        return dotted_get(steps.get(self.step), self.key)
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,12 @@ class Placement:
     outputs: str | None = None
     depth_key: str = 'model.backbone.depth'  # where the config's own depth is read
 
-    def options(self, arch: Arch, get: Callable[[str], Any]) -> dict[str, Any]:
-        """The ``--cfg-options`` that put ``arch`` into a config whose values ``get('a.b.c')`` returns."""
+    def options(self, arch: Arch, cfg: Any) -> dict[str, Any]:
+        """The ``--cfg-options`` that put ``arch`` into ``cfg`` (a config, read with its own options)."""
+
+        def get(dotted: str) -> Any:
+            return dotted_get(cfg, dotted)
+
         options: dict[str, Any] = {}
         for key in self.width:
             current = get(key)
@@ -191,8 +200,8 @@ def task_of_benchmark(benchmark: str) -> Task | None:
     return next((t for t in TASKS.values() if t.benchmark == benchmark), None)
 
 
-def placement_fit(task: Task, arch: Arch | None) -> Callable[[Callable[[str], Any]], dict[str, Any]] | None:
-    """What puts ``arch`` into ``task``'s config, given the config's values (None: the config's own size)."""
+def placement_fit(task: Task, arch: Arch | None) -> Callable[[Any], dict[str, Any]] | None:
+    """What puts ``arch`` into ``task``'s config, given that config (None: the config's own size)."""
     if arch is None:
         return None
     if task.placement is None:  # the spec refuses this before anything runs
