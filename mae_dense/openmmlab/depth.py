@@ -116,6 +116,7 @@ class LinearDepthBinsHead(_DepthLoss, BaseDecodeHead):
             align_corners=align_corners,
             init_cfg=init_cfg or dict(type='Normal', std=0.01, override=dict(name='conv_seg')),
         )
+        self.out_channels = 1  # the prediction's channels (the estimator's inference sizes its buffers so)
         self.bn = build_norm_layer(norm_cfg, in_channels)[1] if norm_cfg else nn.Identity()
         self.n_bins, self.min_depth, self.max_depth, self.upsample = n_bins, min_depth, max_depth, upsample
 

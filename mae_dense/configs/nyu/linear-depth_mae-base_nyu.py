@@ -97,8 +97,12 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 runner_type = 'MAEDenseRunner'
-default_hooks = dict(
-    checkpoint=dict(type='CrashSafeCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1)
+default_hooks = dict(  # mmseg's schedule hooks (its default_runtime has none)
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CrashSafeCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 
 meta_keys = ('img_path', 'depth_map_path', 'ori_shape', 'img_shape', 'pad_shape', 'scale_factor', 'flip',
@@ -143,7 +147,9 @@ val_dataloader = dict(
     ),
 )
 test_dataloader = val_dataloader
-val_evaluator = dict(type='DepthMetric', min_depth_eval=min_depth, max_depth_eval=max_depth, crop_type='nyu_crop')
+val_evaluator = dict(
+    type='DepthMetric', min_depth_eval=min_depth, max_depth_eval=max_depth, crop_type='nyu_crop'
+)
 test_evaluator = val_evaluator
 
 # The fast mode (`mae-dense probe --mode fast`): 4 fixed crops per training image (3,180 for the 795
