@@ -182,8 +182,9 @@ class DPTDepthHead(_DepthLoss, DPTHead):
         self.embed_dims, self.min_depth, self.max_depth = embed_dims, min_depth, max_depth
 
     def forward(self, inputs: Sequence[Tensor] | Tensor) -> Tensor:
-        """(B, L*2C, h, w) features at stride p -> (B, 1, 16h, 16w) depth in metres (the four fusion
-        blocks and the output each upsample x2 from the coarsest reassembled map, h/2)."""
+        """(B, L*2C, h, w) features -> (B, 1, 16h, 16w) depth in metres for even h, w (the four fusion
+        blocks and the output each upsample x2 from the coarsest reassembled map, ceil(h/2)); the loss and
+        the prediction resize it to the labels / the input as mmseg's heads do."""
         x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         c = self.embed_dims
         pairs = [
