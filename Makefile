@@ -52,8 +52,8 @@ data/demo/nyu/.done: | setup
 demo-data: data/demo/.done data/demo/nyu/.done
 
 # The whole suite at toy scale: two backbones (a tiny MAE pretrained here, random init) x UperNet ADE20K
-# (ss + ms+flip), the frozen linear probe, the linear depth probe (NYU) and Mask R-CNN COCO -> results store -> leaderboard (md, json,
-# html, figures).
+# (ss + ms+flip), the frozen linear probe, Mask R-CNN COCO and the linear depth probe (NYU) -> results
+# store -> leaderboard (md, json, html, figures).
 demo: setup demo-data
 	$(PY) -m mae_dense pipeline configs/pipelines/demo.yaml
 	@echo; sed -n '/^## Leaderboard/,/^## Published/p' results/leaderboard.md
