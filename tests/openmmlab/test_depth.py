@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import randomize_
+from mmengine.structures import PixelData
 from PIL import Image
 
 import mae_dense.openmmlab  # noqa: F401
@@ -204,3 +205,31 @@ def test_linear_depth_probe_learns_and_leaves_the_backbone_bit_identical(nyu_roo
     released = torch.load(mae_checkpoint, weights_only=True)['model']
     assert all(torch.equal(state[f'backbone.{k}'], v) for k, v in released.items())
     assert any(k.startswith('decode_head.conv_seg') for k in state)
+
+
+def test_dpt_probe_trains_its_head_only():
+    """One DepthEstimator loss step of the DPT config at reduced width: finite SiLog loss, gradients in the
+    head, none in the frozen backbone."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    init_default_scope('mmseg')
+    model_cfg = Config.fromfile(ROOT / 'configs/nyu/dpt-depth_mae-base_nyu.py').model.to_dict()
+    model_cfg.update(pretrained=None, data_preprocessor=None)
+    model_cfg['backbone'].update(embed_dim=32, num_heads=2)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    model.train()
+    depth = torch.rand(2, 1, 64, 96) * 5 + 0.5
+    samples = []
+    for d in depth:
+        sample = SegDataSample(metainfo=dict(img_shape=(64, 96), pad_shape=(64, 96)))
+        sample.set_data(dict(gt_depth_map=PixelData(data=d)))
+        samples.append(sample)
+    losses = model.loss(torch.randn(2, 3, 64, 96), samples)
+    assert set(losses) == {'decode.loss_silog'} and torch.isfinite(losses['decode.loss_silog'])
+    losses['decode.loss_silog'].backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.decode_head.conv_seg[-1].weight.grad.abs().sum() > 0
