@@ -94,6 +94,19 @@ def test_converter_round_trips_a_tiny_mat_to_millimetre_pngs(tmp_path):
     assert [p[0].stem for p in test] == ['b_2_00005', 'bedroom_0012_00002']
 
 
+def test_converter_tool_is_one_line_on_a_bad_file(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('nyu_tool', Path(__file__).parents[2] / 'tools/dataset_converters/nyu.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    savemat(tmp_path / 'splits.mat', {'trainNdxs': np.array([[1]]), 'testNdxs': np.array([[1]])})
+    (tmp_path / 'labeled.mat').write_bytes(b'not hdf5')
+    assert tool.main([str(tmp_path / 'labeled.mat'), str(tmp_path / 'splits.mat'), '-o', str(tmp_path / 'o')]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: unreadable labeled set') and 'labeled.mat' in err and '\n' not in err
+
+
 def test_converter_refuses_a_split_file_without_its_keys(tmp_path):
     savemat(tmp_path / 'splits.mat', {'train': np.array([[1]])})
     with pytest.raises(DataError, match=r"splits.mat has no 'trainNdxs'"):

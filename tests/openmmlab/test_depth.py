@@ -205,6 +205,20 @@ def test_linear_depth_probe_learns_and_leaves_the_backbone_bit_identical(nyu_roo
     released = torch.load(mae_checkpoint, weights_only=True)['model']
     assert all(torch.equal(state[f'backbone.{k}'], v) for k, v in released.items())
     assert any(k.startswith('decode_head.conv_seg') for k in state)
+    # the cache holds each fixed crop's depth in metres, as the crop computed on the fly gives it
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    from mae_dense.data.feature_cache import FeatureCache
+
+    init_default_scope('mmseg')
+    crops_cfg = Config.fromfile(DEMO).fast_mode.train_dataloader.dataset.crops.to_dict()
+    crops_cfg['dataset'].update(data_root=str(nyu_root))
+    crops = DATASETS.build(dict(crops_cfg, type='ProbeFixedCrops'))
+    cache = FeatureCache(result['cache']['dir'])
+    for i in (0, 17):
+        np.testing.assert_array_equal(cache[i][1], crops[i]['data_samples'].gt_depth_map.data[0].numpy())
 
 
 def test_dpt_probe_trains_its_head_only():
