@@ -44,11 +44,16 @@ data/demo/.done: | setup
 	$(PY) -m mae_dense.data.synthetic image-folder -o data/demo/pretrain --num-train 64 --seed 0
 	@touch $@
 
-demo-data: data/demo/.done
+# its own stamp, so a checkout whose data/demo/.done predates the depth benchmark gets it too
+data/demo/nyu/.done: | setup
+	$(PY) -m mae_dense.data.synthetic nyu -o data/demo/nyu --num-train 32 --num-val 8 --seed 0
+	@touch $@
+
+demo-data: data/demo/.done data/demo/nyu/.done
 
 # The whole suite at toy scale: two backbones (a tiny MAE pretrained here, random init) x UperNet ADE20K
-# (ss + ms+flip), the frozen linear probe and Mask R-CNN COCO -> results store -> leaderboard (md, json,
-# html, figures).
+# (ss + ms+flip), the frozen linear probe, Mask R-CNN COCO and the linear depth probe (NYU) -> results
+# store -> leaderboard (md, json, html, figures).
 demo: setup demo-data
 	$(PY) -m mae_dense pipeline configs/pipelines/demo.yaml
 	@echo; sed -n '/^## Leaderboard/,/^## Published/p' results/leaderboard.md

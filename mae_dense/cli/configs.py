@@ -19,6 +19,7 @@ TASKS = {
     'pretrain': 'MAE pretraining',
     'ade20k': 'ADE20K semantic segmentation',
     'coco': 'COCO detection + instance segmentation',
+    'nyu': 'NYU Depth v2 frozen-backbone depth probe (mae-dense probe)',
     'demo': 'demo (synthetic data)',
     'pipelines': 'pipeline (mae-dense pipeline)',
 }

@@ -1,9 +1,11 @@
 """``mae-dense probe CONFIG --work-dir DIR [--mode fast|augmented] [--cfg-options k=v ...]``.
 
-Trains a frozen-backbone linear probe with mmengine's Runner, evaluates it on the config's test split and
+Trains a frozen-backbone probe (ADE20K linear segmentation, or NYU depth: ``DepthProbeEstimator``) with
+mmengine's Runner, evaluates it on the config's test split and
 writes ``DIR/probe_result.json``::
 
     {"metrics": {"mIoU": .., "aAcc": .., "mAcc": ..},   # points (0-100), the best head of the sweep
+                                                       # (depth: DepthMetric's rmse, abs_rel, d1, ...)
      "mode": "fast" | "augmented", "lr": <the best head's lr>, "sweep": {"<lr>": mIoU, ...},
      "config": CONFIG, "iterations": N, "pretrained": PATH | null, "checkpoint_sha256": .., ...}
 
@@ -34,11 +36,17 @@ from .common import add_common_args, load_config, run_tool
 from .test import plain
 
 RESULT = 'probe_result.json'
+# the segmentors a probe config may build (the ADE20K linear probe; the NYU depth probes)
+PROBE_MODELS = ('LinearProbeEncoderDecoder', 'DepthProbeEstimator')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Frozen-backbone linear probe on ADE20K: train, then test.')
-    parser.add_argument('config', help='probe config (configs/ade20k/linear-probe_*.py)')
+    parser = argparse.ArgumentParser(
+        description='Frozen-backbone probe (ADE20K linear, NYU depth): train, then test.'
+    )
+    parser.add_argument(
+        'config', help='probe config (configs/ade20k/linear-probe_*.py, configs/nyu/*-depth_*.py)'
+    )
     parser.add_argument(
         '--mode',
         choices=PROBE_MODES,
@@ -52,10 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_probe_config(args: argparse.Namespace):
     """The config with the mode applied first and ``--cfg-options`` after it."""
     cfg = load_config(args.config, argparse.Namespace(**dict(vars(args), cfg_options={})))
-    if cfg.get('model', {}).get('type') != 'LinearProbeEncoderDecoder' or 'fast_mode' not in cfg:
+    if cfg.get('model', {}).get('type') not in PROBE_MODELS or 'fast_mode' not in cfg:
         raise ConfigError(
-            f'{args.config}: not a probe config (expected model.type=LinearProbeEncoderDecoder and a '
-            'fast_mode section)'
+            f'{args.config}: not a probe config (expected model.type in {PROBE_MODELS} and a fast_mode section)'
         )
     if args.mode == 'fast':
         cfg.merge_from_dict(cfg.fast_mode)
@@ -94,9 +101,14 @@ def cache_spec(cfg, digest: str) -> dict:
     )
 
 
-def summarise(metrics: dict) -> tuple[dict, float, dict]:
-    """Runner metrics -> (scores of the best head, its lr, {lr: mIoU} of every head)."""
+def summarise(metrics: dict, lr: float | None = None) -> tuple[dict, float, dict]:
+    """Runner metrics -> (scores of the best head, its lr, {lr: mIoU} of every head).
+
+    A model with one head and no sweep (the depth probes) reports no ``lr``: ``lr`` is its optimiser's."""
     values = plain(metrics)
+    if 'lr' not in values:
+        scores = {k: round(float(v), 6) for k, v in values.items()}
+        return scores, float(lr), {}
     sweep = {k.split('=', 1)[1]: v for k, v in values.items() if k.startswith('mIoU@lr=')}
     sweep = {k: round(float(v), 4) for k, v in sweep.items()}  # mmseg rounds to 2 decimals, in float32
     scores = {k: round(float(v), 4) for k, v in values.items() if k != 'lr' and '@' not in k}
@@ -164,7 +176,8 @@ def _train_and_test(runner, timing: dict) -> tuple[dict, float, dict]:
     runner.train()
     timing['train_s'] = _seconds_since(start)
     start = time.perf_counter()
-    summary = summarise(runner.test())
+    lr = runner.optim_wrapper.param_groups[0].get('initial_lr', runner.optim_wrapper.param_groups[0]['lr'])
+    summary = summarise(runner.test(), lr)
     timing['test_s'] = _seconds_since(start)
     return summary
 
@@ -195,7 +208,7 @@ def _result(
         pretrained=pretrained,
         checkpoint_sha256=None if pretrained is None else digest,
         layers=list(model.backbone.layers),
-        lrs=list(head.lrs),
+        lrs=list(getattr(head, 'lrs', [lr])),
         batch_size=int(cfg.train_dataloader.batch_size) * get_world_size(),
         world_size=get_world_size(),
         seed=runner.seed,
@@ -210,11 +223,11 @@ def _write_result(result: dict) -> None:
     out = Path(result['work_dir']) / RESULT
     out.write_text(json.dumps(result, indent=2))
     scores, mode, lr = result['metrics'], result['mode'], result['lr']
-    print(
-        f'probe ({mode}): mIoU {scores["mIoU"]:.2f}, aAcc {scores["aAcc"]:.2f} at lr {lr:g}; '
-        f'written to {out}',
-        flush=True,
+    shown = ('mIoU', 'aAcc') if 'mIoU' in scores else ('rmse', 'abs_rel', 'd1')
+    numbers = ', '.join(
+        f'{k} {scores[k]:.{2 if k in ("mIoU", "aAcc") else 4}f}' for k in shown if k in scores
     )
+    print(f'probe ({mode}): {numbers} at lr {lr:g}; written to {out}', flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

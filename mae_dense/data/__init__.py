@@ -1,6 +1,6 @@
 """Datasets on disk (plain numpy/PIL/torch; the registrations live in ``mae_dense.openmmlab``).
 
-Each format's module holds its checker (:mod:`.ade20k`, :mod:`.coco`, :mod:`.image_folder`);
+Each format's module holds its checker (:mod:`.ade20k`, :mod:`.coco`, :mod:`.image_folder`, :mod:`.nyu`);
 :mod:`.synthetic` writes small data sets in those formats.
 """
 
@@ -8,7 +8,12 @@ from ..errors import DataError
 from .ade20k import DEFAULT_DATA_ROOT, check_ade20k, check_split_dirs, convert_official_zip
 from .image_folder import ImageFolder
 
-_SYNTHETIC = ('generate_synthetic_ade20k', 'generate_synthetic_coco', 'generate_synthetic_image_folder')
+_SYNTHETIC = (
+    'generate_synthetic_ade20k',
+    'generate_synthetic_coco',
+    'generate_synthetic_image_folder',
+    'generate_synthetic_nyu',
+)
 
 __all__ = [
     'DEFAULT_DATA_ROOT',
@@ -20,6 +25,7 @@ __all__ = [
     'generate_synthetic_ade20k',
     'generate_synthetic_coco',
     'generate_synthetic_image_folder',
+    'generate_synthetic_nyu',
 ]
 
 

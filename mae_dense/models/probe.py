@@ -21,10 +21,15 @@ class FrozenViT(VisionTransformer):
     """A :class:`VisionTransformer` that never changes: no gradient, always in eval mode.
 
     ``forward`` returns the maps of ``layers`` (block indices, negative from the end), each through the
-    final norm, concatenated along channels: (B, len(layers) * C, H/p, W/p).
+    final norm, concatenated along channels: (B, len(layers) * C, H/p, W/p). With ``cls_token`` each
+    layer's map is followed by that layer's cls token broadcast over the grid: (B, len(layers) * 2C, h, w)
+    (DINOv2's depth heads read ``get_intermediate_layers(..., return_class_token=True)``).
 
     Args:
         layers: blocks whose patch tokens are read (``(-1,)``: the last; ``(-4, -3, -2, -1)``: the last four).
+        norm: apply the final norm to every map read (DINOv2's segmentation probes: True; its depth
+            probes, ``hub/depthers.py``: ``norm=False``).
+        cls_token: also read each layer's cls token (see above).
         init_seed: seed of the random initialisation (used as is when ``pretrained`` is ``None``). The
             initialisation runs on the CPU generator and leaves the global random state untouched, so the
             same seed gives the same random backbone on any device and in any process.
@@ -32,18 +37,29 @@ class FrozenViT(VisionTransformer):
             encoder as it is, with its final norm).
     """
 
-    def __init__(self, layers: Sequence[int] = (-1,), init_seed: int = 0, **kwargs) -> None:
+    def __init__(
+        self,
+        layers: Sequence[int] = (-1,),
+        init_seed: int = 0,
+        norm: bool = True,
+        cls_token: bool = False,
+        **kwargs,
+    ) -> None:
         if 'out_indices' in kwargs or kwargs.get('final_norm') is False:
             raise ValueError(f'FrozenViT: pass layers={list(layers)}, not out_indices/final_norm=False')
         super().__init__(out_indices=list(layers), final_norm=True, **kwargs)
+        if cls_token and not self.num_prefix:
+            raise ValueError('FrozenViT: cls_token=True needs a backbone with a cls token')
         self.layers = tuple(layers)
         self.init_seed = init_seed
+        self.norm_features = norm
+        self.read_cls = cls_token
         self.requires_grad_(False)
         super().train(False)
 
     @property
     def feature_channels(self) -> int:
-        return self.embed_dim * len(self.out_indices)
+        return self.embed_dim * len(self.out_indices) * (2 if self.read_cls else 1)
 
     def train(self, mode: bool = True) -> FrozenViT:
         """Always eval mode (the runner calls ``model.train()`` on the whole segmentor)."""
@@ -64,8 +80,25 @@ class FrozenViT(VisionTransformer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            maps = self.forward_intermediates(x, norm_all=True)
-        return torch.cat(maps, dim=1)  # (B, L*C, h, w)
+            if self.norm_features and not self.read_cls:
+                maps = self.forward_intermediates(x, norm_all=True)
+            else:
+                maps = self._read_layers(x)
+        return torch.cat(maps, dim=1)  # (B, L*C, h, w), or (B, L*2C, h, w) with the cls tokens
+
+    def _read_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each read layer's patch map (and its cls token broadcast over the grid), normed or not."""
+        x, hw = self.embed(x)
+        maps = []
+        for i, blk in enumerate(self.blocks):
+            x = self._run_block(blk, x, hw)
+            if i in self.out_indices:
+                tokens = self.norm(x) if self.norm_features else x  # (B, 1 + N, C)
+                patches = self._to_map(tokens, hw)  # (B, C, h, w)
+                maps.append(patches)
+                if self.read_cls:
+                    maps.append(tokens[:, 0, :, None, None].expand_as(patches))
+        return maps
 
 
 class LinearProbeHead(nn.Module):

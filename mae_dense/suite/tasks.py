@@ -282,3 +282,26 @@ register_task(
         ),
     )
 )
+register_task(
+    Task(
+        name='depth',
+        benchmark='NYU Depth v2',
+        kind='probe',
+        weights_key='model.pretrained',
+        metrics=(
+            Metric('RMSE', 'probe', 'metrics.rmse', higher_is_better=False),  # metres
+            Metric('AbsRel', 'probe', 'metrics.abs_rel', higher_is_better=False),
+            Metric('δ1', 'probe', 'metrics.d1', 100.0),  # percent of pixels within 1.25x
+        ),
+        column=3,
+        spec_keys=('config', 'cfg_options', 'mode', 'module'),
+        gpus=1,
+        # the heads' widths follow the backbone's (DepthProbeEstimator); the read blocks (non-negative)
+        # move to the same relative depth
+        placement=Placement(
+            width=('model.backbone.embed_dim',),
+            depth=('model.backbone.depth',),
+            outputs='model.backbone.layers',
+        ),
+    )
+)

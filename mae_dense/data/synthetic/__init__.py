@@ -5,10 +5,12 @@ One generator per data set, each deterministic given its seed, and one command l
     python -m mae_dense.data.synthetic ade20k -o data/demo/ade/ADEChallengeData2016 --num-train 48 --num-val 8
     python -m mae_dense.data.synthetic coco -o data/demo/coco --num-train 24 --num-val 6
     python -m mae_dense.data.synthetic image-folder -o data/demo/pretrain --num-train 64
+    python -m mae_dense.data.synthetic nyu -o data/demo/nyu --num-train 32 --num-val 8
 
 * ADE20K (``ADEChallengeData2016``): :mod:`.ade20k`;
 * COCO 2017 instances: :mod:`.coco`;
-* an ImageNet-style image folder: :mod:`.image_folder`.
+* an ImageNet-style image folder: :mod:`.image_folder`;
+* NYU Depth v2 (images and 16-bit depth PNGs; ``--num-val`` is its test split): :mod:`.nyu`.
 
 The checkers that accept or refuse a data set live with its format (:mod:`mae_dense.data.ade20k`,
 :mod:`mae_dense.data.coco`, :mod:`mae_dense.data.image_folder`); the command runs them on what it wrote.
@@ -24,18 +26,27 @@ from pathlib import Path
 from ...errors import DataError
 from .. import ade20k as ade20k_format
 from .. import coco as coco_format
+from .. import nyu as nyu_format
 from ..image_folder import list_image_folder
 from .ade20k import generate_synthetic_ade20k
 from .coco import generate_synthetic_coco
 from .image_folder import generate_synthetic_image_folder
+from .nyu import generate_synthetic_nyu
 
-__all__ = ['generate_synthetic_ade20k', 'generate_synthetic_coco', 'generate_synthetic_image_folder', 'main']
+__all__ = [
+    'generate_synthetic_ade20k',
+    'generate_synthetic_coco',
+    'generate_synthetic_image_folder',
+    'generate_synthetic_nyu',
+    'main',
+]
 
 
 _DEFAULT_OUT = {
     'ade20k': ade20k_format.DEFAULT_DATA_ROOT,
     'coco': coco_format.DEFAULT_DATA_ROOT,
     'image-folder': 'data/imagenet',
+    'nyu': nyu_format.DEFAULT_DATA_ROOT,
 }
 
 
@@ -51,6 +62,10 @@ def _write(kind: str, out: Path, num_train: int, num_val: int, seed: int) -> str
         return f'wrote synthetic COCO to {root}: ' + '; '.join(
             f'{s} ' + ', '.join(f'{v} {k}' for k, v in st.items()) for s, st in stats.items()
         )
+    if kind == 'nyu':
+        root = generate_synthetic_nyu(out, num_train=num_train, num_test=num_val, seed=seed)
+        counts = {s: len(nyu_format.check_nyu(root, s)) for s in nyu_format.SPLITS}
+        return f'wrote synthetic NYU Depth v2 to {root}: ' + ', '.join(f'{n} {s}' for s, n in counts.items())
     classes = 4
     root = generate_synthetic_image_folder(
         out, num_classes=classes, images_per_class=max(1, math.ceil(num_train / classes)), seed=seed
@@ -60,7 +75,7 @@ def _write(kind: str, out: Path, num_train: int, num_val: int, seed: int) -> str
 
 
 def main(argv: list[str] | None = None, kind: str | None = None, prog: str | None = None) -> int:
-    """``python -m mae_dense.data.synthetic {ade20k,coco,image-folder} [-o OUT] [--num-train N] ...``."""
+    """``python -m mae_dense.data.synthetic {ade20k,coco,image-folder,nyu} [-o OUT] [--num-train N] ...``."""
     parser = argparse.ArgumentParser(
         prog=prog, description='Write a small synthetic data set in its real format.'
     )

@@ -13,6 +13,7 @@ import torch
 from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import print_log
 from mmseg.registry import DATASETS
+from torch import nn
 
 from ...data.feature_cache import FeatureCache, FeatureCacheWriter
 from ...errors import ConfigError
@@ -109,7 +110,7 @@ class ProbeFeatureDataset(torch.utils.data.Dataset):
 
 
 def build_feature_cache(
-    model: LinearProbeEncoderDecoder,
+    model: LinearProbeEncoderDecoder | nn.Module,
     loader_cfg: dict,
     cache_dir: str | Path,
     dtype: str,
@@ -118,7 +119,8 @@ def build_feature_cache(
 ) -> int:
     """One pass of the frozen backbone over the fixed crops, each crop's features into its cache row.
 
-    The crops go through the model's own data preprocessor in training mode (the same normalisation and
+    The model is a :class:`LinearProbeEncoderDecoder` or any segmentor with the same ``backbone_features``,
+    ``cache_targets`` and ``cache_label_dtype`` (the depth probe's). The crops go through the model's own data preprocessor in training mode (the same normalisation and
     padding as an on-the-fly training step) and :meth:`LinearProbeEncoderDecoder.backbone_features`. With
     several processes each extracts its share of the crops (the loader's sampler splits them). Global
     random states are left as they were, so a run that builds the cache trains exactly as one that finds it.
@@ -137,7 +139,14 @@ def build_feature_cache(
     with rng_preserved():
         loader = Runner.build_dataloader(loader_cfg, seed=seed)
         num = len(loader.dataset)
-        shape = dict(num=num, feature_shape=feature_shape, label_shape=tuple(size), dtype=dtype)
+        label_dtype = model.cache_label_dtype
+        shape = dict(
+            num=num,
+            feature_shape=feature_shape,
+            label_shape=tuple(size),
+            dtype=dtype,
+            label_dtype=label_dtype,
+        )
         writer = FeatureCacheWriter(cache_dir, create=True, **shape) if rank == 0 else None
         barrier()
         writer = writer or FeatureCacheWriter(cache_dir, create=False, **shape)
@@ -145,13 +154,11 @@ def build_feature_cache(
         for step, batch in enumerate(loader):
             data = model.data_preprocessor(batch, training=True)
             features = model.backbone_features(data['inputs'])
-            labels = torch.stack([s.gt_sem_seg.data[0] for s in data['data_samples']])
-            if labels.max() > 255:
-                raise ConfigError(f'{cache_dir}: labels above 255 do not fit the cache (uint8)')
+            labels = model.cache_targets(data['data_samples'])  # (B, H, W)
             writer.write(
                 [s.metainfo['crop_index'] for s in data['data_samples']],
                 features.to(getattr(torch, dtype)).cpu().numpy(),
-                labels.to(torch.uint8).cpu().numpy(),
+                labels.to(getattr(torch, label_dtype)).cpu().numpy(),
             )
             if (step + 1) % every == 0 or step + 1 == len(loader):
                 print_log(f'feature cache: {step + 1}/{len(loader)} batches', logger='current')

@@ -141,6 +141,15 @@ class LinearProbeEncoderDecoder(MAEDenseEncoderDecoder):
             raise ConfigError('model.test_cfg.aug: the linear probe is evaluated at a single scale')
         self.backbone_amp = backbone_amp
 
+    cache_label_dtype = 'uint8'  # 150 classes and the ignore index 255
+
+    def cache_targets(self, data_samples: list) -> Tensor:
+        """The fast mode's cached labels: class maps (B, H, W) that fit uint8."""
+        labels = torch.stack([s.gt_sem_seg.data[0] for s in data_samples])
+        if labels.max() > 255:
+            raise ConfigError('labels above 255 do not fit the feature cache (uint8)')
+        return labels
+
     def backbone_features(self, inputs: Tensor) -> Tensor:
         """Frozen features (B, L*C, h, w) in fp32 (computed under fp16 autocast on CUDA)."""
         amp = self.backbone_amp and inputs.is_cuda
@@ -179,13 +188,30 @@ class LinearProbeEncoderDecoder(MAEDenseEncoderDecoder):
 
 @MODELS.register_module(force=True)
 class ProbeDataPreProcessor(SegDataPreProcessor):
-    """``SegDataPreProcessor`` that also passes cached features (batches with ``features``/``labels``)."""
+    """``SegDataPreProcessor`` that also passes cached features (batches with ``features``/``labels``).
+
+    Args:
+        label_field: what the cached labels are: ``'gt_sem_seg'`` (class maps, 255 = ignore) or
+            ``'gt_depth_map'`` (depth in metres, 0 = invalid).
+        **kwargs: ``SegDataPreProcessor`` arguments.
+    """
+
+    def __init__(self, label_field: str = 'gt_sem_seg', **kwargs) -> None:
+        if label_field not in ('gt_sem_seg', 'gt_depth_map'):
+            raise ConfigError(
+                f"model.data_preprocessor.label_field={label_field!r}: expected 'gt_sem_seg' or 'gt_depth_map'"
+            )
+        super().__init__(**kwargs)
+        self.label_field = label_field
 
     def forward(self, data: dict, training: bool = False) -> dict:
         if 'features' not in data:
             return super().forward(data, training)
         data = self.cast_data(data)
         features = torch.stack(list(data['features'])).float()  # fp16 on disk -> fp32 heads
-        labels = torch.stack(list(data['labels'])).long()  # (B, H, W), 255 = ignore
-        samples = [SegDataSample(gt_sem_seg=PixelData(data=label[None])) for label in labels]
+        labels = torch.stack(list(data['labels']))  # (B, H, W)
+        if self.label_field == 'gt_sem_seg':
+            samples = [SegDataSample(gt_sem_seg=PixelData(data=label[None])) for label in labels.long()]
+        else:
+            samples = [SegDataSample(gt_depth_map=PixelData(data=d[None].float())) for d in labels]
         return dict(inputs=features, data_samples=samples, precomputed=True)
