@@ -106,15 +106,16 @@ def dino_network(s: dict, seed: int) -> dict[str, torch.Tensor]:
     return _random(net, seed)
 
 
-def dino_full_release(s: dict, seed: int = 0) -> dict:
-    """``dino_vitbase16_pretrain_full_checkpoint.pth``: student (DDP) and teacher, training state."""
+def dino_full_release(s: dict, seed: int = 0, loss: str = 'dino_loss') -> dict:
+    """``dino_vitbase16_pretrain_full_checkpoint.pth``: student (DDP) and teacher, training state. iBOT's
+    full ``checkpoint.pth`` has the same entries (main_ibot.py's save_dict), ``ibot_loss`` for ``dino_loss``."""
     return {
         'student': {f'module.{k}': v for k, v in dino_network(s, seed + 1).items()},
         'teacher': dino_network(s, seed),
         'optimizer': {'state': {}, 'param_groups': []},
         'epoch': 400,
         'args': argparse.Namespace(arch='vit_base', patch_size=s['patch_size'], out_dim=s['dino_out']),
-        'dino_loss': {'center': torch.zeros(1, s['dino_out'])},
+        loss: {'center': torch.zeros(1, s['dino_out'])},
     }
 
 
@@ -238,10 +239,14 @@ def test_mocov3_file_without_its_base_encoder_is_refused_in_one_line():
     assert '\n' not in msg and msg.startswith('<state dict>: a MoCo v3 checkpoint without its base encoder')
 
 
-def test_dino_full_checkpoint_takes_the_teacher_backbone(tmp_path):
+@pytest.mark.parametrize(
+    ('loss', 'filename'),
+    [('dino_loss', 'dino_vitbase16_pretrain_full_checkpoint.pth'), ('ibot_loss', 'checkpoint.pth')],
+)
+def test_dino_and_ibot_full_checkpoints_take_the_teacher_backbone(tmp_path, loss, filename):
     assert_matches_fixture(meta(dino_full_release), 'dino_full_keys.json')
-    ckpt = dino_full_release(SMALL)
-    path = tmp_path / 'dino_vitbase16_pretrain_full_checkpoint.pth'
+    ckpt = dino_full_release(SMALL, loss=loss)
+    path = tmp_path / filename
     torch.save(ckpt, path)  # with args (argparse.Namespace): read by the policy's allow-list
     vit = seg_vit()
     report = load_backbone(vit, path, log=False)
