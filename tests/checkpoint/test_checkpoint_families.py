@@ -22,7 +22,7 @@ import torch
 from helpers import TINY, randomize_, seg_vit
 from torch import nn
 
-from mae_dense.checkpoint import CheckpointError, load_backbone
+from mae_dense.checkpoint import CheckpointError, convert_file, load_backbone
 from mae_dense.models import VisionTransformer
 
 FIXTURES = Path(__file__).parent / 'fixtures'
@@ -228,6 +228,11 @@ def test_mocov3_base_encoder_loads_heads_and_momentum_encoder_dropped_and_named(
     )
     assert_same_maps(vit, reference)
     load_into_det(path, reference.state_dict())
+    # the converter writes what convert_to_deit.py writes: {'model': base encoder minus head}, timm names
+    convert_file(path, tmp_path / 'deit_format.pth', 'timm')
+    converted = torch.load(tmp_path / 'deit_format.pth', weights_only=True)['model']
+    assert converted.keys() == reference.state_dict().keys()
+    assert all(torch.equal(converted[k], v) for k, v in reference.state_dict().items())
 
 
 def test_mocov3_file_without_its_base_encoder_is_refused_in_one_line():
