@@ -119,21 +119,27 @@ def dino_full_release(s: dict, seed: int = 0, loss: str = 'dino_loss') -> dict:
     }
 
 
-def beit_release(s: dict, v2: bool, seed: int = 0) -> dict:
-    """BEiT ``*_pt1k_800ep.pth`` (absolute positions, no layer scale) or BEiT v2 ``beitv2_*_pt1k.pth``
-    (shared relative table and its index, layer scale, 2 ``cls_pt_layers``): encoder, mask token, lm head."""
-    flags = (
-        dict(use_abs_pos_emb=False, use_shared_rel_pos_bias=True, init_values=0.1)
-        if v2
-        else dict(use_abs_pos_emb=True, init_values=None)
-    )
+# BEiT's pretraining options per release: its positions and layer scale.
+BEIT_FLAGS = {
+    'pt1k_800ep': dict(use_abs_pos_emb=True, init_values=None),
+    'pt22k': dict(use_abs_pos_emb=False, use_shared_rel_pos_bias=True, init_values=0.1),
+    'v2_pt1k': dict(use_abs_pos_emb=False, use_shared_rel_pos_bias=True, init_values=0.1),
+}
+
+
+def beit_release(s: dict, version: str, seed: int = 0) -> dict:
+    """BEiT ``*_pt1k_800ep.pth`` (absolute positions, no layer scale), BEiT ``*_pt22k.pth`` (a shared
+    relative table and its index, layer scale) or BEiT v2 ``beitv2_*_pt1k.pth`` (the same and 2
+    ``cls_pt_layers``): encoder, mask token, lm head."""
+    flags = BEIT_FLAGS[version]
+    v2 = version == 'v2_pt1k'
     net = timm_beit(s, **flags)
     net.mask_token = nn.Parameter(torch.zeros(1, 1, s['embed_dim'], device=net.cls_token.device))
     net.lm_head = nn.Linear(s['embed_dim'], s['vocab'], device=net.cls_token.device)
     if v2:
         net.cls_pt_layers = timm_beit(s, depth=2, **flags).blocks
     sd = dict(_random(net, seed))
-    if v2:  # unilm registers the index as a persistent buffer; timm does not
+    if flags.get('use_shared_rel_pos_bias'):  # unilm registers the index as a persistent buffer; timm not
         sd['rel_pos_bias.relative_position_index'] = net.rel_pos_bias.relative_position_index
     return {'model': sd}
 
@@ -333,32 +339,37 @@ def test_distilled_deit_is_refused_in_one_line(tmp_path):
     assert 'deit_base_distilled_patch16_224' in msg.split(';')[1]
 
 
-@pytest.mark.parametrize('version', ['v1', 'v2'])
-def test_beit_pretraining_releases(tmp_path, version):
-    v2 = version == 'v2'
-    fixture = 'beitv2_pt1k_keys.json' if v2 else 'beit_pt1k_keys.json'
-    assert_matches_fixture(meta(beit_release, v2), fixture)
-    ckpt = beit_release(SMALL, v2, seed=6)
-    path = tmp_path / ('beitv2_base_patch16_224_pt1k.pth' if v2 else 'beit_base_patch16_224_pt1k_800ep.pth')
+@pytest.mark.parametrize(
+    ('version', 'filename', 'fixture'),
+    [
+        ('pt1k_800ep', 'beit_base_patch16_224_pt1k_800ep.pth', 'beit_pt1k_800ep_keys.json'),
+        ('pt22k', 'beit_base_patch16_224_pt22k.pth', 'beit_pt22k_keys.json'),
+        ('v2_pt1k', 'beitv2_base_patch16_224_pt1k.pth', 'beitv2_pt1k_keys.json'),
+    ],
+)
+def test_beit_pretraining_releases(tmp_path, version, filename, fixture):
+    assert_matches_fixture(meta(beit_release, version), fixture)
+    ckpt = beit_release(SMALL, version, seed=6)
+    path = tmp_path / filename
     torch.save(ckpt, path)
     vit = seg_vit()
     report = load_backbone(vit, path, log=False)
     line = str(report)
     assert report.layout.name == 'beit' and 'q/v bias merged into qkv.bias' in report.notes
-    if v2:  # the shared table into every block, layer scale from the file, no absolute position
-        assert (
-            'freshly initialised: pos_embed;' in line
-            and 'shared relative table copied into every block' in line
-        )
-        assert 'pos_embed zero (the file has relative positions only)' in line
-        assert torch.equal(vit.pos_embed, torch.zeros_like(vit.pos_embed))
-        assert 'dropped: norm.bias, norm.weight, cls_pt_layers (30), lm_head (2), mask_token;' in line
-    else:
+    if version == 'pt1k_800ep':
         assert (
             ADDED_AT_TRANSFER in line and 'dropped: norm.bias, norm.weight, lm_head (2), mask_token;' in line
         )
-    flags = dict(use_abs_pos_emb=False, use_shared_rel_pos_bias=True, init_values=0.1) if v2 else {}
-    reference = timm_beit(SMALL, **flags)
+    else:  # the shared table into every block, layer scale from the file, no absolute position
+        assert (
+            'freshly initialised: pos_embed;' in line
+            and 'shared relative table copied into every block' in line
+            and 'pos_embed zero (the file has relative positions only)' in line
+        )
+        assert torch.equal(vit.pos_embed, torch.zeros_like(vit.pos_embed))
+        cls_pt = 'cls_pt_layers (30), ' if version == 'v2_pt1k' else ''
+        assert f'dropped: norm.bias, norm.weight, {cls_pt}lm_head (2), mask_token;' in line
+    reference = timm_beit(SMALL, **BEIT_FLAGS[version])
     encoder = {
         k: v for k, v in ckpt['model'].items() if not k.startswith(('mask_token', 'lm_head', 'cls_pt_'))
     }
@@ -369,5 +380,5 @@ def test_beit_pretraining_releases(tmp_path, version):
     det = det_vit()
     report = load_backbone(det, path, log=False)
     assert {k.split('.')[-1] for k in report.fresh} - {'pos_embed'} == {'rel_pos_h', 'rel_pos_w'}
-    if v2:
+    if version != 'pt1k_800ep':
         assert 'blocks.*.attn.relative_position_bias_table (4)' in str(report)
