@@ -12,7 +12,15 @@ layout             recognised by
 ``mm``             ``layers.i.ln1`` (mmseg 0.x/1.x MAE/BEiT, mmpretrain/mmselfsup, beit2mmseg);
                    the mmpretrain MAE decoder lives under ``neck.*``
 ``vitdet``         ``blocks.i.attn.rel_pos_h`` (mmdet ViTDet; detectron2 under ``backbone.net.``)
+``mocov3``         ``base_encoder.blocks.i.*`` (MoCo v3 ``vit-*-300ep.pth.tar``: the base encoder is taken,
+                   its projector ``base_encoder.head``, the momentum encoder and the predictor dropped)
+``dino``           ``teacher.backbone.blocks.i.*`` (DINO ``*_full_checkpoint.pth``, iBOT ``checkpoint.pth``:
+                   the teacher's backbone, what their evaluation code takes with ``checkpoint_key teacher``)
 =================  ==========================================================================
+
+Bare-backbone releases in timm names (DINO ``dino_vitbase16_pretrain.pth``, iBOT ``checkpoint_teacher.pth``,
+DeiT ``deit_base_patch16_224-b5f2ef4d.pth``) are the ``mae`` layout; their heads are dropped. A distilled DeiT
+(``dist_token``) is refused: the project's ViT has one cls token.
 """
 
 from __future__ import annotations
@@ -53,6 +61,9 @@ class Layout:
             leave it out: ``beit`` (BEiT with mean pooling keeps ``fc_norm`` instead; the project's seg
             backbones have none), ``mm`` (mmseg's MAE/BEiT backbones, ``final_norm=False``), ``vitdet``.
         carries_cls_token: every file of this layout has ``cls_token`` (ViTDet has none).
+        carries_pos_embed: every file of this layout has ``pos_embed``. BEiT trained with relative positions
+            only (BEiT ``*_pt22k``, BEiT v2 ``*_pt1k``) has none: the model's table is then zero, which is
+            what BEiT computes.
     """
 
     name: str
@@ -60,6 +71,7 @@ class Layout:
     source: str
     carries_final_norm: bool = True
     carries_cls_token: bool = True
+    carries_pos_embed: bool = True
 
 
 def _vitdet(prefix: str, source: str) -> Layout:
@@ -67,9 +79,36 @@ def _vitdet(prefix: str, source: str) -> Layout:
     return Layout('vitdet', prefix, source, carries_final_norm=False, carries_cls_token=False)
 
 
+# Layouts in timm names whose backbone prefix also holds a head (MoCo v3: ``base_encoder.head``): only the
+# encoder's own roots are taken under the prefix, as for the official MAE layout without a prefix.
+_ROOTS_ONLY = ('mocov3', 'dino')
+_ENCODER_ROOTS = re.compile(r'^(blocks\.|patch_embed\.|norm\.|cls_token|pos_embed|rel_pos_bias\.)')
+
+
+def _strip_module(k: str) -> str:
+    return k[7:] if k.startswith('module.') else k
+
+
+def _networks(ckpt: Mapping) -> dict[str, object]:
+    """A DINO/iBOT training checkpoint's networks in one dict: ``teacher.*`` and ``student.*`` keys.
+
+    Both are kept so that the report names what is dropped; the other entries (optimizer, args, loss
+    state, epoch) are training state, not weights, as in every other training checkpoint.
+    """
+    return {
+        f'{net}.{_strip_module(k)}': v
+        for net in ('teacher', 'student')
+        if isinstance(ckpt.get(net), Mapping)
+        for k, v in ckpt[net].items()
+    }
+
+
 def unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint: ``state_dict``/``model``/``module`` wrappers, ``module.`` prefix."""
+    """The state dict inside a checkpoint: ``state_dict``/``model``/``module`` wrappers, ``module.`` prefix;
+    a DINO/iBOT training checkpoint's ``teacher``/``student`` networks under those names."""
     sd = obj
+    if isinstance(sd, Mapping) and isinstance(sd.get('teacher'), Mapping):
+        sd = _networks(sd)
     for _ in range(3):
         if isinstance(sd, Mapping):
             for wrapper in ('state_dict', 'model', 'module'):
@@ -86,7 +125,7 @@ def unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
     for k, v in sd.items():
         if hasattr(v, '__array__') and not isinstance(v, torch.Tensor):
             v = torch.as_tensor(v)  # detectron2 .pkl files hold numpy arrays
-        out[k[7:] if k.startswith('module.') else k] = v
+        out[_strip_module(k)] = v
     return out
 
 
@@ -98,8 +137,23 @@ def detect(sd: Mapping[str, torch.Tensor], where: str) -> Layout:
         rx = re.compile(pattern)
         return next((k for k in keys if rx.search(k)), None)
 
+    if has(r'(^|\.)dist_token$'):
+        raise CheckpointError(
+            f"{where}: a distilled DeiT checkpoint (dist_token, head_dist); the project's ViT has one cls "
+            'token and no distillation token: use the non-distilled DeiT release (deit_base_patch16_224) or '
+            'the timm backbone deit_base_distilled_patch16_224'
+        )
     if has(r'^backbone\.net\.blocks\.0\.'):
         return _vitdet('backbone.net.', 'detectron2 ViTDet')
+    if has(r'^base_encoder\.blocks\.0\.norm1\.'):
+        return Layout('mocov3', 'base_encoder.', 'MoCo v3 (base encoder)')
+    if has(r'^momentum_encoder\.blocks\.0\.'):
+        raise CheckpointError(
+            f'{where}: a MoCo v3 checkpoint without its base encoder (no module.base_encoder.* keys, only '
+            "momentum_encoder/predictor); the transfer takes the base encoder, as MoCo v3's convert_to_deit.py"
+        )
+    if has(r'^teacher\.backbone\.blocks\.0\.norm1\.'):
+        return Layout('dino', 'teacher.backbone.', 'DINO/iBOT training checkpoint (teacher backbone)')
     for prefix in ('backbone.', ''):
         p = re.escape(prefix)
         if has(rf'^{p}layers\.0\.ln1\.'):
@@ -118,7 +172,7 @@ def detect(sd: Mapping[str, torch.Tensor], where: str) -> Layout:
             rf'^{p}(blocks\.0\.attn\.|rel_pos_bias\.)relative_position_bias_table$'
         ):
             src = 'BEiT/mae-dense seg backbone' if prefix else 'BEiT / timm BEiT'
-            return Layout('beit', prefix, src, carries_final_norm=False)
+            return Layout('beit', prefix, src, carries_final_norm=False, carries_pos_embed=False)
         if has(rf'^{p}blocks\.0\.norm1\.'):
             if has(r'^decoder_embed\.') and not prefix:
                 src = 'official MAE training checkpoint (encoder + decoder)'
@@ -130,7 +184,7 @@ def detect(sd: Mapping[str, torch.Tensor], where: str) -> Layout:
     sample = ', '.join(keys[:6])
     raise CheckpointError(
         f'{where}: unrecognised checkpoint layout (first keys: {sample}); expected official '
-        'MAE/timm (blocks.i.norm1), mmseg/mmpretrain (layers.i.ln1), BEiT or ViTDet keys'
+        'MAE/timm (blocks.i.norm1), mmseg/mmpretrain (layers.i.ln1), BEiT, ViTDet, MoCo v3 or DINO/iBOT keys'
     )
 
 
@@ -192,12 +246,10 @@ def split_backbone(
                 others[key] = value  # e.g. beit2mmseg keeps norm/fc_norm/head under timm names
                 continue
             local = mm_to_canonical(local)
-        elif layout.name == 'mae' or layout.name == 'beit':
+        elif layout.name in ('mae', 'beit', *_ROOTS_ONLY):
             local = re.sub(r'\.ls([12])\.gamma$', r'.gamma_\1', local)  # timm layer scale
-        if layout.prefix == '' and not re.match(
-            r'^(blocks\.|patch_embed\.|norm\.|cls_token|pos_embed|rel_pos_bias\.)', local
-        ):
-            others[key] = value  # decoder_*, mask_token, head, fc_norm: not the encoder
+        if (layout.prefix == '' or layout.name in _ROOTS_ONLY) and not _ENCODER_ROOTS.match(local):
+            others[key] = value  # decoder_*, mask_token, head, fc_norm, cls_pt_layers: not the encoder
             continue
         backbone[local] = value
 

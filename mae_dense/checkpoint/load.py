@@ -42,10 +42,18 @@ def _group(keys) -> str:
     return ', '.join(f'{k} ({n})' if n > 1 else k for k, n in sorted(counts.items())) or 'nothing'
 
 
-def _group_others(keys) -> str:
+def _group_others(keys, prefix: str = '') -> str:
+    """Compact listing by module: ``decoder_blocks (8), mask_token``. A key that shares the first names of
+    the backbone's ``prefix`` is listed one name deeper (``base_encoder.head (8)``, ``teacher.head (6)``
+    beside ``momentum_encoder (152)``), so that a head is named apart from its encoder."""
+    shared = prefix.split('.')[:-1]
     counts: dict[str, int] = {}
     for k in keys:
-        head = k.split('.')[0]
+        parts = k.split('.')
+        depth = 0
+        while depth < min(len(shared), len(parts) - 1) and parts[depth] == shared[depth]:
+            depth += 1
+        head = '.'.join(parts[: depth + 1])
         counts[head] = counts.get(head, 0) + 1
     return ', '.join(f'{k} ({n})' if n > 1 else k for k, n in sorted(counts.items())) or 'nothing'
 
@@ -67,7 +75,7 @@ class LoadReport:
             x
             for x in (
                 _group(self.dropped) if self.dropped else '',
-                _group_others(self.dropped_other) if self.dropped_other else '',
+                _group_others(self.dropped_other, self.layout.prefix) if self.dropped_other else '',
             )
             if x
         )
@@ -87,8 +95,9 @@ def optional_keys(model: nn.Module, layout: Layout) -> frozenset[str]:
     ``rel_pos_w``, zero at init) and layer scale (``init_values``: ``gamma_1``/``gamma_2``); fine-tuning
     from an MAE release starts them from that init (mmseg, ViTDet). They are the attention's and the
     block's own parameters (the rest lives in their Linear/LayerNorm children), so they follow the
-    model's options without a name list. The cls token and the final norm belong to the plain ViT: they
-    may be lacking only where the layout says its sources do not always carry them.
+    model's options without a name list. The cls token, the final norm and the absolute position table
+    belong to the plain ViT: they may be lacking only where the layout says its sources do not always carry
+    them (a lacking position table is then zero: :func:`load_backbone`).
     """
     keys: set[str] = set()
     for name, module in model.named_modules():
@@ -101,6 +110,8 @@ def optional_keys(model: nn.Module, layout: Layout) -> frozenset[str]:
         keys.add('cls_token')
     if not layout.carries_final_norm:
         keys.update(f'norm.{p}' for p, _ in model.norm.named_parameters())
+    if not layout.carries_pos_embed:
+        keys.add('pos_embed')
     return frozenset(keys)
 
 
@@ -151,8 +162,9 @@ def load_backbone(model: nn.Module, src: str | os.PathLike | Mapping, log: bool 
 
     Missing and unexpected keys are compared with what the file's layout predicts for this model: the
     tensors :func:`optional_keys` allows (relative tables, layer scale, a cls token or final norm the
-    layout's source lacks) are freshly initialised; tensors the model does not have (final norm, decoder,
-    mask token, heads) are dropped. Anything else raises :class:`CheckpointError` with the key list.
+    layout's source lacks) are freshly initialised, and a position table the file lacks (BEiT with relative
+    positions only) is zero; tensors the model does not have (final norm, decoder, mask token, heads, a
+    MoCo v3 momentum encoder, a DINO student) are dropped and named. Anything else raises :class:`CheckpointError` with the key list.
     """
     sd, where = read_state_dict(src)
     layout = detect(sd, where)
@@ -183,6 +195,10 @@ def load_backbone(model: nn.Module, src: str | os.PathLike | Mapping, log: bool 
             f'{where}: does not fit the model as a {layout.source} checkpoint: ' + '; '.join(parts)
         )
     model.load_state_dict(to_load, strict=False)
+    if 'pos_embed' in missing:  # BEiT with relative positions only: no absolute term, as BEiT computes
+        with torch.no_grad():
+            model.pos_embed.zero_()
+        report.notes.append('pos_embed zero (the file has relative positions only)')
     report.loaded = sorted(to_load)
     report.fresh = missing
     if log:

@@ -208,8 +208,9 @@ def test_console_script_and_python_pipeline_config(tmp_path):
 
 
 def _tiny_mae_checkpoints(tmp_path: Path) -> dict[str, Path]:
-    """One tiny MAE (the demo configs' encoder) in three layouts: this project's pretraining output (full
-    MAE, ``backbone.`` prefix), the official MAE release (``{'model': encoder}``) and mmseg's (beit2mmseg)."""
+    """One tiny MAE (the demo configs' encoder) in four layouts: this project's pretraining output (full
+    MAE, ``backbone.`` prefix), the official MAE release (``{'model': encoder}``), mmseg's (beit2mmseg) and
+    a MoCo v3 release's (the encoder as ``module.base_encoder``, beside a momentum encoder and heads)."""
     from helpers import randomize_
 
     from mae_dense.checkpoint import convert_file
@@ -232,7 +233,16 @@ def _tiny_mae_checkpoints(tmp_path: Path) -> dict[str, Path]:
     convert_file(project, official, 'timm')
     mmseg = tmp_path / 'mae_tiny_mmseg.pth'
     convert_file(project, mmseg, 'mmseg')
-    return {'ours': project, 'official': official, 'mmseg': mmseg}
+    encoder = torch.load(official, weights_only=True)['model']
+    moco = {
+        f'module.{enc}.{k}': v for enc in ('base_encoder', 'momentum_encoder') for k, v in encoder.items()
+    }
+    for enc in ('base_encoder', 'momentum_encoder'):  # the projector and the predictor: dropped at load
+        moco[f'module.{enc}.head.0.weight'] = torch.randn(32, 96)
+    moco['module.predictor.0.weight'] = torch.randn(32, 16)
+    mocov3 = tmp_path / 'vit-tiny-300ep.pth.tar'
+    torch.save({'epoch': 300, 'arch': 'vit_tiny', 'state_dict': moco, 'optimizer': {}}, mocov3)
+    return {'ours': project, 'official': official, 'mmseg': mmseg, 'mocov3': mocov3}
 
 
 @pytest.mark.slow
@@ -275,7 +285,7 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path):
     results = tmp_path / 'results'
     board = json.loads((results / 'leaderboard.json').read_text())
     values = {(x['backbone'], x['benchmark'], x['metric']): x['value'] for x in board['results']}
-    for backbone in ('ours', 'official', 'mmseg', 'scratch'):
+    for backbone in ('ours', 'official', 'mmseg', 'mocov3', 'scratch'):
         for bench, metric in (
             ('ADE20K', 'mIoU'),
             ('COCO', 'box AP'),
@@ -284,19 +294,23 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path):
         ):
             assert values[(backbone, bench, metric)] is not None, (backbone, bench, metric)
     rows = _store(results / 'results.sqlite')
-    assert len(rows) == 12 and {r['status'] for r in rows} == {'done'}
-    # the three files are one encoder: the same weights fine-tuned with the same seed give the same number
+    assert len(rows) == 15 and {r['status'] for r in rows} == {'done'}
+    # the four files are one encoder: the same weights fine-tuned with the same seed give the same number
     assert (
         values[('ours', 'ADE20K', 'mIoU')]
         == values[('official', 'ADE20K', 'mIoU')]
         == values[('mmseg', 'ADE20K', 'mIoU')]
+        == values[('mocov3', 'ADE20K', 'mIoU')]
     )
+    probe = ('ADE20K linear probe', 'mIoU')
+    assert values[('mocov3', *probe)] == values[('official', *probe)] != values[('scratch', *probe)]
     coco_rows = [r for r in rows if r['task'] == 'coco']
     assert all(json.loads(r['curves'])['box AP'][0][0] == 2 for r in coco_rows)  # drawn at its real iteration
     assert all(json.loads(r['recipe'])['lr'] == pytest.approx(4e-4) for r in coco_rows)
     with sqlite3.connect(results / 'results.sqlite') as con:
         assert sorted(con.execute("SELECT backbone FROM figures WHERE kind = 'qualitative'")) == [
             ('mmseg',),
+            ('mocov3',),
             ('official',),
             ('ours',),
             ('scratch',),
