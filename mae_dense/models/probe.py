@@ -14,10 +14,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .timm_backbone import TimmViT
 from .vit import VisionTransformer
 
 
-class FrozenViT(VisionTransformer):
+class _Frozen:
+    """What makes a backbone a probe's: always in eval mode, no gradient, the final-normed maps of its
+    ``out_indices`` concatenated along channels."""
+
+    embed_dim: int
+    out_indices: tuple[int, ...]
+
+    @property
+    def feature_channels(self) -> int:
+        return self.embed_dim * len(self.out_indices)
+
+    def train(self, mode: bool = True):
+        """Always eval mode (the runner calls ``model.train()`` on the whole segmentor)."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            maps = self.forward_intermediates(x, norm_all=True)
+        return torch.cat(maps, dim=1)  # (B, L*C, h, w)
+
+
+class FrozenViT(_Frozen, VisionTransformer):
     """A :class:`VisionTransformer` that never changes: no gradient, always in eval mode.
 
     ``forward`` returns the maps of ``layers`` (block indices, negative from the end), each through the
@@ -41,14 +63,6 @@ class FrozenViT(VisionTransformer):
         self.requires_grad_(False)
         super().train(False)
 
-    @property
-    def feature_channels(self) -> int:
-        return self.embed_dim * len(self.out_indices)
-
-    def train(self, mode: bool = True) -> FrozenViT:
-        """Always eval mode (the runner calls ``model.train()`` on the whole segmentor)."""
-        return super().train(False)
-
     def init_weights(self) -> None:
         """Seeded random init on the CPU, then ``pretrained`` through the project's loader."""
         device = self.pos_embed.device
@@ -62,10 +76,32 @@ class FrozenViT(VisionTransformer):
         self.to(device)
         self.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            maps = self.forward_intermediates(x, norm_all=True)
-        return torch.cat(maps, dim=1)  # (B, L*C, h, w)
+
+class FrozenTimmViT(_Frozen, TimmViT):
+    """A :class:`~mae_dense.models.timm_backbone.TimmViT` as the probe's frozen backbone: the same reading
+    as :class:`FrozenViT` (the patch tokens of ``layers`` after the model's final norm, concatenated).
+
+    Args:
+        model_name, timm_kwargs, stride, pretrained, init_cfg: as :class:`TimmViT`.
+        layers: blocks whose patch tokens are read (negative from the end).
+        init_seed: the random backbone's seed (built under it, the global random state untouched).
+    """
+
+    def __init__(self, model_name: str, layers: Sequence[int] = (-1,), init_seed: int = 0, **kwargs) -> None:
+        if 'out_indices' in kwargs or 'norm' in kwargs:
+            raise ValueError(f'FrozenTimmViT: pass layers={list(layers)}, not out_indices/norm')
+        super().__init__(model_name, out_indices=list(layers), norm=True, init_seed=init_seed, **kwargs)
+        self.layers = tuple(layers)
+        self.init_seed = init_seed
+        self.requires_grad_(False)
+        super().train(False)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        self.requires_grad_(False)
+
+
+FROZEN_BACKBONES = (FrozenViT, FrozenTimmViT)
 
 
 class LinearProbeHead(nn.Module):
