@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import logging
 import os
 import sys
 import zipfile
@@ -26,11 +25,10 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from .load import _log_rank0
 from .safe_load import load_file, local_checkpoint
 
 __all__ = ['check_timm_name', 'load_timm_checkpoint', 'refuse_torchscript', 'timm_filter']
-
-logger = logging.getLogger('mae_dense')
 
 
 def check_timm_name(name: str, where: str = 'timm') -> None:
@@ -65,9 +63,9 @@ def timm_filter(model_name: str) -> Callable[[dict, nn.Module], dict] | None:
     Layer scale is adapted (``gamma_1`` -> ``ls1.gamma``) wherever the filter offers it, as timm's DeiT3
     entry points ask: a timm-named file has no ``gamma_`` keys, so nothing else changes.
     """
-    from timm.models import get_model_entrypoint
+    from timm.models import model_entrypoint
 
-    module = sys.modules[get_model_entrypoint(model_name).__module__]
+    module = sys.modules[model_entrypoint(model_name).__module__]
     fn = getattr(module, 'checkpoint_filter_fn', None)
     if fn is None:
         return None
@@ -123,6 +121,12 @@ def _group_roots(keys: list[str]) -> str:
     return ', '.join(f'{k}.* ({n})' if n > 1 else k for k, n in sorted(counts.items())) or 'nothing'
 
 
+def _count_tensors(tree: object) -> int:
+    if isinstance(tree, torch.Tensor):
+        return 1
+    return sum(_count_tensors(v) for v in tree.values()) if isinstance(tree, Mapping) else 0
+
+
 def load_timm_checkpoint(model: nn.Module, model_name: str, src: str | os.PathLike, log: bool = True) -> str:
     """Load a release file (path or URL) into the timm ``model`` built as ``model_name``; the report line.
 
@@ -153,11 +157,9 @@ def load_timm_checkpoint(model: nn.Module, model_name: str, src: str | os.PathLi
         how = f"timm's {fn.func.__name__ if isinstance(fn, partial) else fn.__name__}" if fn else 'timm names'
         line = (
             f'{path}: timm {model_name} ({how} of {sys.modules[type(model).__module__].__name__}), '
-            f'loaded {len(to_load)} tensors strictly; dropped: {_group_roots(dropped)}'
+            f'loaded {len(to_load)} tensors strictly (of {_count_tensors(raw)} in the file; the filter keeps '
+            f'the image encoder); dropped: {_group_roots(dropped)}'
         )
-    if log and not (torch.distributed.is_initialized() and torch.distributed.get_rank()):
-        if logger.handlers or logging.getLogger().handlers:
-            logger.info(line)
-        else:
-            print(line, flush=True)
+    if log:
+        _log_rank0(line)
     return line

@@ -20,29 +20,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['TimmArch', 'TimmViT', 'timm_arch']
+from .archs import Arch
 
-# What every dense task asks of a timm model: no classifier, no pooling head, position tables at any size.
-_DENSE_DEFAULTS = dict(num_classes=0, global_pool='', dynamic_img_size=True)
+__all__ = ['TimmViT', 'timm_arch']
 
-
-@dataclass(frozen=True)
-class TimmArch:
-    """The numbers of a timm model that a task config needs (width, depth, heads, patch)."""
-
-    short: str
-    name: str
-    patch_size: int
-    embed_dim: int
-    depth: int
-    num_heads: int
+# What every dense task asks of a timm model: no classifier, position tables at any input size. The final
+# norm stays as timm builds the model (a model pooled by average keeps its ``fc_norm`` and no ``norm``).
+_DENSE_DEFAULTS = dict(num_classes=0, dynamic_img_size=True)
 
 
 def _create(model_name: str, timm_kwargs: dict[str, Any]) -> nn.Module:
@@ -55,13 +45,16 @@ def _create(model_name: str, timm_kwargs: dict[str, Any]) -> nn.Module:
     check_timm_name(model_name)
     kwargs = {**_DENSE_DEFAULTS, **timm_kwargs}
     try:
-        return timm.create_model(model_name, pretrained=False, **kwargs)
+        model = timm.create_model(model_name, pretrained=False, **kwargs)
     except TypeError as exc:
         msg = str(exc).splitlines()[0]
         raise ConfigError(
             f'timm {model_name} with {sorted(kwargs)}: {msg} (dynamic_img_size=True is required: the dense '
             'tasks run at other input sizes than pretraining)'
         ) from None
+    if getattr(model, 'attn_pool', None) is not None:  # a MAP pooling head (SigLIP): unused by dense tasks
+        model.reset_classifier(0, global_pool='')
+    return model
 
 
 def _numbers(model: nn.Module) -> tuple[int, int, int, int]:
@@ -72,13 +65,13 @@ def _numbers(model: nn.Module) -> tuple[int, int, int, int]:
     return int(patch), int(model.embed_dim), len(model.blocks), int(heads)
 
 
-def timm_arch(model_name: str, timm_kwargs: dict[str, Any] | None = None) -> TimmArch:
-    """The numbers of ``model_name`` with ``timm_kwargs``, read from the model built on the meta device
-    (no memory, no init: the suite reads them before any cell runs)."""
+def timm_arch(model_name: str, timm_kwargs: dict[str, Any] | None = None) -> Arch:
+    """The size of ``model_name`` with ``timm_kwargs`` (width, depth, heads, patch: what a task config needs),
+    read from the model built on the meta device (no memory, no init: the suite reads it before any run)."""
     with torch.device('meta'):
         model = _create(model_name, dict(timm_kwargs or {}))
     patch, width, depth, heads = _numbers(model)
-    return TimmArch(model_name, f'{model_name} ({width}d-{depth}b)', patch, width, depth, heads)
+    return Arch(model_name, f'{model_name} ({width}d-{depth}b)', patch, width, depth, heads)
 
 
 class TimmViT(nn.Module):

@@ -1,0 +1,238 @@
+"""timm backbones (mae_dense.models.timm_backbone, mae_dense.checkpoint.timm_load): one release-layout file per
+family, in the key layout of the real release file, loaded through timm's own filter, with the features of
+timm's own model on the same weights.
+
+The release files are built here from a random timm model by renaming its tensors to the family's original
+names. So that this is not the inverse of the mapping under test, the same renaming is applied to the model at
+its released size (on the meta device) and must give exactly the key names and shapes of the real release file,
+kept as a fixture (tests/models/fixtures/<family>_keys.json, each with its source in the family's public code).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from helpers import randomize_
+
+from mae_dense.checkpoint.timm_load import load_timm_checkpoint
+from mae_dense.errors import CheckpointError, ConfigError
+from mae_dense.models.timm_backbone import TimmViT, timm_arch
+from mae_dense.optim.layer_decay import get_layer_id
+
+FIXTURES = Path(__file__).resolve().parent / 'fixtures'
+TINY = dict(embed_dim=48, depth=4, num_heads=3)
+
+
+def _fixture(family: str) -> dict:
+    return json.loads((FIXTURES / f'{family}_keys.json').read_text())
+
+
+# ------------------------------------------------------------- timm names -> each family's release names
+def _dinov2_release(sd: dict, model, fixture: dict) -> dict:
+    """facebookresearch/dinov2: register_tokens, mask_token, pos_embed with the cls slot (timm folds that
+    slot's row into cls_token), blocks named as timm's."""
+    out = dict(sd)
+    row = torch.randn_like(out['pos_embed'][:, :1])  # the file's cls position row
+    out['register_tokens'] = out.pop('reg_token')
+    out['cls_token'] = out['cls_token'] - row
+    out['pos_embed'] = torch.cat([row, out['pos_embed']], dim=1)
+    out['mask_token'] = torch.zeros_like(out['cls_token'][0])  # (1, C)
+    return out
+
+
+def _deit3_release(sd: dict, model, fixture: dict) -> dict:
+    """facebookresearch/deit models_v2.py: layer scale as gamma_1/gamma_2, a 1000-class head, under 'model'."""
+    out = {k.replace('.ls1.gamma', '.gamma_1').replace('.ls2.gamma', '.gamma_2'): v for k, v in sd.items()}
+    return {'model': out}
+
+
+def _eva02_release(sd: dict, model, fixture: dict) -> dict:
+    """baaivision/EVA EVA-02 MIM: q_bias/v_bias, SwiGLU w1/w2/ffn_ln/w3, the final norm as
+    'norm', mask token, lm_head and the RoPE buffers (per model and per block), under 'model'."""
+    names = (
+        ('.attn.q_proj.bias', '.attn.q_bias'),
+        ('.attn.v_proj.bias', '.attn.v_bias'),
+        ('.mlp.fc1_g.', '.mlp.w1.'),
+        ('.mlp.fc1_x.', '.mlp.w2.'),
+        ('.mlp.norm.', '.mlp.ffn_ln.'),
+        ('.mlp.fc2.', '.mlp.w3.'),
+    )
+    out = {}
+    for k, v in sd.items():
+        for old, new in names:
+            k = k.replace(old, new)
+        out['norm.' + k[len('fc_norm.') :] if k.startswith('fc_norm.') else k] = v
+    c = out['cls_token'].shape[-1]
+    grid, head_dim = model.patch_embed.grid_size, c // model.blocks[0].attn.num_heads
+    rope = torch.zeros(grid[0] * grid[1], head_dim, device=out['cls_token'].device)
+    out['mask_token'] = torch.zeros_like(out['cls_token'])
+    out['lm_head.weight'] = torch.randn(1024, c, device=rope.device)
+    out['lm_head.bias'] = torch.zeros(1024, device=rope.device)
+    for where in ['rope.'] + [f'blocks.{i}.attn.rope.' for i in range(len(model.blocks))]:
+        out[where + 'freqs_cos'], out[where + 'freqs_sin'] = rope.cos(), rope.sin()
+    return {'model': out}
+
+
+def _siglip_release(sd: dict, model, fixture: dict) -> dict:
+    """open_clip (timm/ViT-B-16-SigLIP): the timm trunk under visual.trunk.*, the text tower beside it (its
+    names from the fixture; tiny stand-in values, timm's filter keeps visual.trunk.* only)."""
+    out = {f'visual.trunk.{k}': v for k, v in sd.items()}
+    device = next(iter(sd.values())).device
+    for k, shape in fixture['keys'].items():
+        if not k.startswith('visual.'):
+            out[k] = torch.zeros(shape if device.type == 'meta' else [1] * len(shape), device=device)
+    return out
+
+
+FAMILIES = {
+    # family: (generator, file name, tiny timm arguments)
+    'dinov2_reg': (_dinov2_release, 'dinov2_reg4_pretrain.pth', dict(TINY, img_size=56)),
+    'siglip': (_siglip_release, 'open_clip_model.safetensors', dict(TINY, img_size=64)),
+    'eva02': (_eva02_release, 'eva02_pt_p14.pt', dict(TINY, img_size=56)),
+    'deit3': (_deit3_release, 'deit_3_224_1k.pth', dict(TINY, img_size=64)),
+}
+
+
+def _keys(tree: dict) -> dict[str, list[int]]:
+    sd = tree.get('model', tree)
+    return {k: list(v.shape) for k, v in sd.items()}
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_generated_release_file_has_the_real_release_keys_and_shapes(family):
+    """The renaming above, applied to timm's model at the released size, gives the real file's layout."""
+    fixture = _fixture(family)
+    generate = FAMILIES[family][0]
+    with torch.device('meta'):
+        model = timm.create_model(fixture['timm'], pretrained=False)
+    got = _keys(generate(model.state_dict(), model, fixture))
+    assert got == fixture['keys']
+    assert (fixture['wrapper'] == 'model') == ('model' in generate(model.state_dict(), model, fixture))
+
+
+def _write(path: Path, tree: dict) -> Path:
+    if path.suffix == '.safetensors':
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tree.items()}, str(path))
+    else:
+        torch.save(tree, path)
+    return path
+
+
+def _release_file(family: str, directory: Path, seed: int = 0):
+    """(timm's model with random weights, its release-layout file, the tiny timm arguments)."""
+    fixture = _fixture(family)
+    generate, name, tiny = FAMILIES[family]
+    torch.manual_seed(seed)
+    model = randomize_(
+        timm.create_model(fixture['timm'], pretrained=False, dynamic_img_size=True, **tiny), seed
+    )
+    path = _write(directory / name, generate(model.state_dict(), model, fixture))
+    return model.eval(), path, tiny
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_release_file_loads_strictly_and_gives_timms_features(family, tmp_path, caplog):
+    fixture = _fixture(family)
+    source, path, tiny = _release_file(family, tmp_path)
+    backbone = TimmViT(fixture['timm'], tiny, out_indices=[0, 1, 2, 3], pretrained=str(path)).eval()
+    with caplog.at_level(logging.INFO, logger='mae_dense'):
+        backbone.init_weights()
+    report = caplog.messages[-1]
+    n = len(backbone.model.state_dict())
+    assert report.startswith(f'{path}: timm {fixture["timm"]}') and f'loaded {n} tensors strictly' in report
+    dropped = {'siglip': 'attn_pool.* (', 'deit3': 'head.* (2)', 'dinov2_reg': 'nothing', 'eva02': 'nothing'}
+    assert dropped[family] in report.split('dropped: ')[1]
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        ours = backbone(x)
+        take = dict(indices=[0, 1, 2, 3], norm=False, output_fmt='NCHW', intermediates_only=True)
+        expected = source.forward_intermediates(backbone.fit_patch(x), **take)
+        # timm's own loader of the same file (its load_state_dict, the same filter, its strict load)
+        oracle = timm.create_model(
+            fixture['timm'], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), dynamic_img_size=True,
+            **tiny,
+        ).eval()  # fmt: skip
+        by_timm = oracle.forward_intermediates(backbone.fit_patch(x), **take)
+    assert [tuple(m.shape) for m in ours] == [(2, 48, 4, 5)] * 4  # stride 16 whatever the patch
+    for a, b, c in zip(ours, expected, by_timm):
+        assert (a - b).abs().max() < 1e-5 and (a - c).abs().max() < 1e-5
+
+
+def test_patch14_input_is_resized_to_a_stride16_grid_and_the_card_says_so():
+    backbone = TimmViT('vit_small_patch14_reg4_dinov2', dict(TINY, img_size=56))
+    x = torch.randn(1, 3, 512, 384)
+    assert tuple(backbone.fit_patch(x).shape[2:]) == (448, 336)  # 32 x 24 tokens of 14 px
+    assert tuple(backbone(x)[0].shape) == (1, 48, 32, 24)
+    card = backbone.transfer_additions
+    assert 'resized by 14/16' in card['patch_fit'] and 'global attention in every block' in card['windows']
+    assert TimmViT('deit3_small_patch16_224', TINY).transfer_additions['patch_fit'] == 'none'
+
+
+def test_one_decay_rule_gives_the_timm_blocks_their_own_index():
+    backbone = TimmViT('vit_small_patch14_reg4_dinov2', dict(TINY, img_size=56))
+    ids = {
+        f'backbone.model.{k}': get_layer_id(f'backbone.model.{k}', 4, 'backbone.model.')
+        for k, _ in backbone.model.named_parameters()
+    }
+    assert {ids[f'backbone.model.{k}'] for k in ('cls_token', 'reg_token', 'pos_embed')} == {0}
+    assert ids['backbone.model.patch_embed.proj.weight'] == 0
+    assert ids['backbone.model.blocks.2.attn.qkv.weight'] == 3 and ids['backbone.model.norm.weight'] == 5
+    assert get_layer_id('decode_head.conv_seg.weight', 4, 'backbone.model.') == 5
+
+
+def test_timm_arch_reads_the_size_without_building_weights():
+    arch = timm_arch('vit_large_patch14_reg4_dinov2')
+    assert (arch.embed_dim, arch.depth, arch.num_heads, arch.patch_size) == (1024, 24, 16, 14)
+    assert timm_arch('eva02_base_patch14_224', dict(depth=3)).depth == 3
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_misspelt_timm_name_names_the_closest():
+    with pytest.raises(ConfigError) as err:
+        TimmViT('vit_smal_patch14_reg4_dinov2')
+    assert 'closest: vit_small_patch14_reg4_dinov2' in str(err.value) and '\n' not in str(err.value)
+
+
+def test_file_of_another_family_or_size_names_the_first_difference(tmp_path):
+    _, deit, _ = _release_file('deit3', tmp_path)
+    dino = TimmViT('vit_small_patch14_reg4_dinov2', dict(TINY, img_size=56))
+    with pytest.raises(
+        CheckpointError, match=r'does not fit timm vit_small_patch14_reg4_dinov2: missing reg_token'
+    ):
+        load_timm_checkpoint(dino.model, dino.model_name, deit)
+    wider = TimmViT('deit3_small_patch16_224', dict(TINY, img_size=64, embed_dim=96))
+    with pytest.raises(CheckpointError) as err:
+        load_timm_checkpoint(wider.model, wider.model_name, deit)
+    msg = str(err.value)
+    assert 'has shape' in msg and 'in the file but' in msg and '\n' not in msg
+
+
+def test_torchscript_archive_is_refused_with_how_to_convert(tmp_path):
+    path = tmp_path / 'ViT-B-16.pt'
+    with zipfile.ZipFile(path, 'w') as z:  # the layout of torch.jit.save (OpenAI CLIP's release)
+        z.writestr('ViT-B-16/data.pkl', b'')
+        z.writestr('ViT-B-16/constants.pkl', b'')
+        z.writestr('ViT-B-16/code/__torch__/model.py', b'')
+    clip = TimmViT('vit_base_patch16_clip_224', dict(TINY, img_size=64), pretrained=str(path))
+    with pytest.raises(
+        CheckpointError, match='TorchScript archive .* load it with open_clip .* save its state dict'
+    ):
+        clip.init_weights()
+
+
+def test_npz_into_a_model_without_timms_npz_loader_is_one_line(tmp_path):
+    import numpy as np
+
+    path = tmp_path / 'eva.npz'
+    np.savez(path, x=np.zeros(1))
+    eva = TimmViT('eva02_base_patch14_224', dict(TINY, img_size=56), pretrained=str(path))
+    with pytest.raises(CheckpointError, match='has no .npz loader; give a state-dict file'):
+        eva.init_weights()
