@@ -48,10 +48,12 @@ def _create(model_name: str, timm_kwargs: dict[str, Any]) -> nn.Module:
         model = timm.create_model(model_name, pretrained=False, **kwargs)
     except TypeError as exc:
         msg = str(exc).splitlines()[0]
-        raise ConfigError(
-            f'timm {model_name} with {sorted(kwargs)}: {msg} (dynamic_img_size=True is required: the dense '
-            'tasks run at other input sizes than pretraining)'
-        ) from None
+        why = (
+            ' (the dense tasks need it: they run at other input sizes than pretraining)'
+            if 'dynamic_img_size' in msg
+            else f'; timm_kwargs were {dict(timm_kwargs)}'
+        )
+        raise ConfigError(f'timm {model_name}: {msg}{why}') from None
     if getattr(model, 'attn_pool', None) is not None:  # a MAP pooling head (SigLIP): unused by dense tasks
         model.reset_classifier(0, global_pool='')
     return model
