@@ -14,6 +14,9 @@ A pipeline config (YAML, or Python defining ``pipeline = dict(...)``)::
       - {name: scratch, random: true}
       - {name: mae-large, checkpoint: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth,
          arch: large}              # another size: each task puts it into its config (its Placement)
+      - {name: dinov2, timm: vit_base_patch14_reg4_dinov2, checkpoint: dinov2_vitb14_reg4_pretrain.pth}
+      - {name: tiny-siglip, timm: vit_base_patch16_siglip_224, random: true,
+         timm_kwargs: {embed_dim: 96, depth: 4, num_heads: 3}}   # any ViT family timm builds
     ade20k: {config: configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py, ms_flip: true}
     coco: {config: configs/coco/mask-rcnn_vit-b-mae_lsj-100e_coco.py}
     probe: {config: <an ADE20K linear-probe config>, mode: fast}

@@ -235,6 +235,26 @@ def _tiny_mae_checkpoints(tmp_path: Path) -> dict[str, Path]:
     return {'ours': project, 'official': official, 'mmseg': mmseg}
 
 
+def _tiny_timm_release_files(tmp_path: Path) -> list[dict]:
+    """Two timm backbone entries with tiny release files in their families' own layouts: a DINOv2 with
+    registers (Meta's keys, patch 14) and a SigLIP (open_clip's layout)."""
+    from helpers import timm_release_file
+
+    tiny = dict(embed_dim=48, depth=4, num_heads=3)
+    dino = timm_release_file(
+        'dinov2_reg', tmp_path / 'dinov2_vits14_reg4_pretrain.pth', seed=6, img_size=56, **tiny
+    )[1]
+    siglip = timm_release_file(
+        'siglip', tmp_path / 'open_clip_model.safetensors', seed=7, img_size=64, **tiny
+    )[1]
+    return [
+        dict(name='dinov2-reg', timm='vit_small_patch14_reg4_dinov2', checkpoint=str(dino),
+             timm_kwargs=dict(tiny, img_size=56)),
+        dict(name='siglip', timm='vit_base_patch16_siglip_224', checkpoint=str(siglip),
+             timm_kwargs=dict(tiny, img_size=64)),
+    ]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path):
     """The suite's acceptance run: a value for every backbone x task, in leaderboard.json and the store
@@ -249,12 +269,14 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path):
         {f'{k}_evaluator.ann_file': f'{coco}/annotations/instances_val2017.json' for k in ('val', 'test')}
     )
     layouts = _tiny_mae_checkpoints(tmp_path)
+    timm_backbones = _tiny_timm_release_files(tmp_path)
     cfg = dict(
         work_dir=str(tmp_path / 'work'),
         results_dir=str(tmp_path / 'results'),
         backbones=[
             *(dict(name=k, checkpoint=str(v)) for k, v in layouts.items()),
             dict(name='scratch', random=True),
+            *timm_backbones,
         ],
         ade20k=dict(config=ADE, ms_flip=False, cfg_options={**ade_data, **SHORT}),
         coco=dict(config=COCO, cfg_options={**coco_data, **SHORT, 'model.test_cfg.rcnn.score_thr': 0.0}),
@@ -275,7 +297,7 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path):
     results = tmp_path / 'results'
     board = json.loads((results / 'leaderboard.json').read_text())
     values = {(x['backbone'], x['benchmark'], x['metric']): x['value'] for x in board['results']}
-    for backbone in ('ours', 'official', 'mmseg', 'scratch'):
+    for backbone in ('ours', 'official', 'mmseg', 'scratch', 'dinov2-reg', 'siglip'):
         for bench, metric in (
             ('ADE20K', 'mIoU'),
             ('COCO', 'box AP'),
@@ -284,7 +306,17 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path):
         ):
             assert values[(backbone, bench, metric)] is not None, (backbone, bench, metric)
     rows = _store(results / 'results.sqlite')
-    assert len(rows) == 12 and {r['status'] for r in rows} == {'done'}
+    assert len(rows) == 18 and {r['status'] for r in rows} == {'done'}
+    for row in rows:  # the timm backbones ran as themselves in every task (the shipped configs adapted)
+        if row['backbone'] in ('dinov2-reg', 'siglip'):
+            model = json.loads(row['recipe'])['model']
+            assert (
+                model
+                == {
+                    'dinov2-reg': 'timm vit_small_patch14_reg4_dinov2',
+                    'siglip': 'timm vit_base_patch16_siglip_224',
+                }[row['backbone']]
+            )
     # the three files are one encoder: the same weights fine-tuned with the same seed give the same number
     assert (
         values[('ours', 'ADE20K', 'mIoU')]
@@ -296,10 +328,12 @@ def test_three_layouts_and_random_over_ade20k_coco_and_probe(tmp_path):
     assert all(json.loads(r['recipe'])['lr'] == pytest.approx(4e-4) for r in coco_rows)
     with sqlite3.connect(results / 'results.sqlite') as con:
         assert sorted(con.execute("SELECT backbone FROM figures WHERE kind = 'qualitative'")) == [
+            ('dinov2-reg',),
             ('mmseg',),
             ('official',),
             ('ours',),
             ('scratch',),
+            ('siglip',),
         ]
     md = (results / 'leaderboard.md').read_text()
     for _bench, model, _metric, _value, source in REFERENCES:  # every published row is in the matrix
