@@ -128,8 +128,19 @@ class TimmViT(nn.Module):
             raise ValueError(f'out_indices={list(out_indices)} do not fit {model_name} ({self.depth} blocks)')
         self.out_indices = tuple(i % self.depth for i in out_indices)
         self.norm = bool(norm)
+        self._freeze_unused()
         self.stride = int(stride)
         self.patch_size = self.stride  # the output stride: what the heads and the probe's cache read
+
+    def _freeze_unused(self) -> None:
+        """Parameters the returned maps never pass through (the pooled features' ``fc_norm``, the final
+        ``norm`` when maps are read without it) do not train: DDP would find them unused, and the layer
+        decay gives no group to what does not train. They still load from the file."""
+        unused = ['fc_norm', 'head'] + ([] if self.norm else ['norm'])
+        for name in unused:
+            module = getattr(self.model, name, None)
+            if isinstance(module, nn.Module):
+                module.requires_grad_(False)
 
     @property
     def transfer_additions(self) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from helpers import TIMM_RELEASE_LAYOUTS, timm_release_file
+from helpers import TIMM_RELEASE_LAYOUTS, randomize_, timm_release_file
 
 from mae_dense.checkpoint.timm_load import load_timm_checkpoint
 from mae_dense.errors import CheckpointError, ConfigError
@@ -164,3 +164,31 @@ def test_npz_into_a_model_without_timms_npz_loader_is_one_line(tmp_path):
     eva = TimmViT('eva02_base_patch14_224', dict(TINY, img_size=56), pretrained=str(path))
     with pytest.raises(CheckpointError, match='has no .npz loader; give a state-dict file'):
         eva.init_weights()
+
+
+def test_clip_state_dict_gives_open_clips_own_features(tmp_path):
+    """OpenAI/open_clip CLIP layout (``visual.class_embedding``, ``visual.transformer.resblocks.*``, the text
+    tower beside it), checked against open_clip's own vision tower: an oracle outside timm."""
+    open_clip = pytest.importorskip('open_clip')
+    cfg = dict(
+        embed_dim=32,
+        vision_cfg=dict(image_size=64, layers=4, width=48, head_width=16, patch_size=16),
+        text_cfg=dict(context_length=8, vocab_size=100, width=32, heads=2, layers=1),
+    )
+    (tmp_path / 'configs').mkdir()
+    (tmp_path / 'configs' / 'ViT-Tiny-16-test.json').write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / 'configs')
+    clip = randomize_(open_clip.create_model('ViT-Tiny-16-test'), seed=3).eval()
+    path = tmp_path / 'clip_state_dict.pth'
+    torch.save(clip.state_dict(), path)
+    tiny = dict(TINY, img_size=64)
+    backbone = TimmViT(
+        'vit_base_patch16_clip_224', tiny, out_indices=[0, 1, 2, 3], pretrained=str(path)
+    ).eval()
+    backbone.init_weights()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours = backbone(x)
+        theirs = clip.visual.forward_intermediates(x, indices=[0, 1, 2, 3], intermediates_only=True)
+    for a, b in zip(ours, theirs['image_intermediates'], strict=True):
+        assert (a - b).abs().max() < 1e-5

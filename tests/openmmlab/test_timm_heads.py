@@ -47,6 +47,10 @@ def _train_one_step(model, cfg, batch) -> None:
     ids = {id(p): g['layer_id'] for g in wrapper.optimizer.param_groups for p in g['params']}
     assert ids[id(model.backbone.model.blocks[2].attn.qkv.weight)] == 3
     assert ids[id(model.backbone.model.reg_token)] == 0
+    # the maps are read without the final norm: it does not train (DDP would find it unused)
+    assert (
+        id(model.backbone.model.norm.weight) not in ids and not model.backbone.model.norm.weight.requires_grad
+    )
     before = model.backbone.model.blocks[3].mlp.fc2.weight.detach().clone()
     log = model.train_step(batch, wrapper)
     assert all(torch.isfinite(v).all() for v in log.values())
