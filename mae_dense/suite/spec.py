@@ -238,10 +238,14 @@ def _check_placements(backbones: list[BackboneSpec], tasks: list[TaskSpec], src:
     sized = next((b for b in backbones if b.arch is not None or b.timm), None)
     unplaced = [t.name for t in tasks if t.task.placement is None]
     if sized is not None and unplaced:
-        what = f'timm {sized.timm}' if sized.timm else f'arch {sized.arch.short}'
+        if sized.timm:
+            raise PipelineError(
+                f'{src}: backbone {sized.name} has timm {sized.timm}, but task {unplaced[0]} cannot place '
+                'another backbone (its table entry has no placement): drop it or give a config of that backbone'
+            )
         raise PipelineError(
-            f'{src}: backbone {sized.name} has {what}, but task {unplaced[0]} cannot place '
-            'another backbone (its table entry has no placement): drop it or give a config of that backbone'
+            f'{src}: backbone {sized.name} has arch {sized.arch.short}, but task {unplaced[0]} cannot place '
+            'another size (its table entry has no placement): drop arch or give a config of that size'
         )
 
 
