@@ -267,3 +267,93 @@ def build_segmentor(crop=32, stride=21, classes=5, **overrides):
 def official_layout(state_dict: dict) -> dict:
     """A :class:`MaskedAutoencoder` state dict in the official ``models_mae.py`` names (no ``backbone.``)."""
     return {k.removeprefix('backbone.'): v for k, v in state_dict.items()}
+
+
+# ------------------------------------------------ timm backbones: release files in their families' layouts
+TIMM_FIXTURES = Path(__file__).resolve().parent / 'models' / 'fixtures'
+
+
+def _dinov2_release(sd: dict, model, fixture: dict) -> dict:
+    """facebookresearch/dinov2: register_tokens, mask_token, pos_embed with the cls slot (timm folds that
+    slot's row into cls_token), blocks named as timm's."""
+    out = dict(sd)
+    row = torch.randn_like(out['pos_embed'][:, :1])  # the file's cls position row
+    out['register_tokens'] = out.pop('reg_token')
+    out['cls_token'] = out['cls_token'] - row
+    out['pos_embed'] = torch.cat([row, out['pos_embed']], dim=1)
+    out['mask_token'] = torch.zeros_like(out['cls_token'][0])  # (1, C)
+    return out
+
+
+def _deit3_release(sd: dict, model, fixture: dict) -> dict:
+    """facebookresearch/deit models_v2.py: layer scale as gamma_1/gamma_2, a 1000-class head, under 'model'."""
+    out = {k.replace('.ls1.gamma', '.gamma_1').replace('.ls2.gamma', '.gamma_2'): v for k, v in sd.items()}
+    return {'model': out}
+
+
+def _eva02_release(sd: dict, model, fixture: dict) -> dict:
+    """baaivision/EVA EVA-02 MIM: q_bias/v_bias, SwiGLU w1/w2/ffn_ln/w3, the final norm as
+    'norm', mask token, lm_head and the RoPE buffers (per model and per block), under 'model'."""
+    names = (
+        ('.attn.q_proj.bias', '.attn.q_bias'),
+        ('.attn.v_proj.bias', '.attn.v_bias'),
+        ('.mlp.fc1_g.', '.mlp.w1.'),
+        ('.mlp.fc1_x.', '.mlp.w2.'),
+        ('.mlp.norm.', '.mlp.ffn_ln.'),
+        ('.mlp.fc2.', '.mlp.w3.'),
+    )
+    out = {}
+    for k, v in sd.items():
+        for old, new in names:
+            k = k.replace(old, new)
+        out['norm.' + k[len('fc_norm.') :] if k.startswith('fc_norm.') else k] = v
+    c = out['cls_token'].shape[-1]
+    grid, head_dim = model.patch_embed.grid_size, c // model.blocks[0].attn.num_heads
+    rope = torch.zeros(grid[0] * grid[1], head_dim, device=out['cls_token'].device)
+    out['mask_token'] = torch.zeros_like(out['cls_token'])
+    out['lm_head.weight'] = torch.randn(1024, c, device=rope.device)
+    out['lm_head.bias'] = torch.zeros(1024, device=rope.device)
+    for where in ['rope.'] + [f'blocks.{i}.attn.rope.' for i in range(len(model.blocks))]:
+        out[where + 'freqs_cos'], out[where + 'freqs_sin'] = rope.cos(), rope.sin()
+    return {'model': out}
+
+
+def _siglip_release(sd: dict, model, fixture: dict) -> dict:
+    """open_clip (timm/ViT-B-16-SigLIP): the timm trunk under visual.trunk.*, the text tower beside it (its
+    names from the fixture; tiny stand-in values, timm's filter keeps visual.trunk.* only)."""
+    out = {f'visual.trunk.{k}': v for k, v in sd.items()}
+    device = next(iter(sd.values())).device
+    for k, shape in fixture['keys'].items():
+        if not k.startswith('visual.'):
+            out[k] = torch.zeros(shape if device.type == 'meta' else [1] * len(shape), device=device)
+    return out
+
+
+TIMM_RELEASE_LAYOUTS = {
+    'dinov2_reg': _dinov2_release,
+    'siglip': _siglip_release,
+    'eva02': _eva02_release,
+    'deit3': _deit3_release,
+}
+
+
+def timm_release_file(family: str, path: Path, seed: int = 0, **timm_kwargs: Any):
+    """(timm's model of ``family`` with random weights, ``path`` written in the family's release layout).
+
+    The family's timm name and key layout are its fixture's (tests/models/fixtures/<family>_keys.json)."""
+    import json
+
+    import timm
+
+    fixture = json.loads((TIMM_FIXTURES / f'{family}_keys.json').read_text())
+    torch.manual_seed(seed)
+    model = timm.create_model(fixture['timm'], pretrained=False, dynamic_img_size=True, **timm_kwargs)
+    randomize_(model, seed)
+    tree = TIMM_RELEASE_LAYOUTS[family](model.state_dict(), model, fixture)
+    if path.suffix == '.safetensors':
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tree.items()}, str(path))
+    else:
+        torch.save(tree, path)
+    return model.eval(), path

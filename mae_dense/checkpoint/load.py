@@ -230,15 +230,35 @@ def load_model(
     key list.
     """
     sd, where = read_state_dict(src)
-    layout = detect(sd, where)
-    prefix = backbone_attr + '.'
-    if layout.prefix != prefix:
-        raise CheckpointError(
-            f'{where}: a {layout.source} checkpoint, not a full model with the backbone under '
-            f"'{prefix}'; pass it as the backbone's pretrained weights instead"
+    from ..models.timm_backbone import TimmViT
+
+    backbone = getattr(model, backbone_attr, None)
+    if isinstance(backbone, TimmViT):  # a timm backbone: its fine-tuned models hold their own names
+        layout = Layout('timm', backbone_attr + '.', f'timm {backbone.model_name}')
+        full, notes = dict(sd), []
+    else:
+        layout = detect(sd, where)
+        prefix = backbone_attr + '.'
+        if layout.prefix != prefix:
+            raise CheckpointError(
+                f'{where}: a {layout.source} checkpoint, not a full model with the backbone under '
+                f"'{prefix}'; pass it as the backbone's pretrained weights instead"
+            )
+        backbone_sd, others, notes = split_backbone(sd, layout)
+        full = {prefix + k: v for k, v in backbone_sd.items()} | others
+    _check_full(model, full, where, layout)
+    model.load_state_dict(full, strict=True)
+    report = LoadReport(where, layout, loaded=sorted(full), notes=notes)
+    if log:
+        _log_rank0(
+            f'{where}: full model ({layout.source} layout), loaded {len(full)} tensors strictly'
+            + (f'; {"; ".join(notes)}' if notes else '')
         )
-    backbone, others, notes = split_backbone(sd, layout)
-    full = {prefix + k: v for k, v in backbone.items()} | others
+    return report
+
+
+def _check_full(model: nn.Module, full: Mapping[str, torch.Tensor], where: str, layout: Layout) -> None:
+    """Every key of the model in ``full`` and every key of ``full`` in the model, with its shape."""
     target = model.state_dict()
     missing = [k for k in target if k not in full]
     unexpected = [k for k in full if k not in target]
@@ -255,14 +275,6 @@ def load_model(
                 f'{where}: {k} has shape {tuple(v.shape)} in the file but '
                 f'{tuple(target[k].shape)} in the model'
             )
-    model.load_state_dict(full, strict=True)
-    report = LoadReport(where, layout, loaded=sorted(full), notes=notes)
-    if log:
-        _log_rank0(
-            f'{where}: full model ({layout.source} layout), loaded {len(full)} tensors strictly'
-            + (f'; {"; ".join(notes)}' if notes else '')
-        )
-    return report
 
 
 # ------------------------------------------------------------------------------------------- a full MAE

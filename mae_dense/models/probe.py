@@ -14,10 +14,45 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .timm_backbone import TimmViT
 from .vit import VisionTransformer
 
 
-class FrozenViT(VisionTransformer):
+class _Frozen:
+    """What makes a backbone a probe's: always in eval mode, no gradient; the maps of its ``out_indices``
+    (final-normed unless ``norm_features`` is False), each followed by its cls token broadcast over the grid
+    when ``read_cls``, concatenated along channels."""
+
+    embed_dim: int
+    out_indices: tuple[int, ...]
+    norm_features: bool = True
+    read_cls: bool = False
+
+    @property
+    def feature_channels(self) -> int:
+        return self.embed_dim * len(self.out_indices) * (2 if self.read_cls else 1)
+
+    def train(self, mode: bool = True):
+        """Always eval mode (the runner calls ``model.train()`` on the whole segmentor)."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            maps = self._read_layers(x)
+        return torch.cat(maps, dim=1)  # (B, L*C, h, w), or (B, L*2C, h, w) with the cls tokens
+
+    def _read_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+def _check_read(name: str, layers: Sequence[int], kwargs: dict, has_cls: bool, cls_token: bool) -> None:
+    if 'out_indices' in kwargs or kwargs.get('final_norm') is False or 'norm' in kwargs:
+        raise ValueError(f'{name}: pass layers={list(layers)} and norm=, not out_indices/final_norm')
+    if cls_token and not has_cls:
+        raise ValueError(f'{name}: cls_token=True needs a backbone with a cls token')
+
+
+class FrozenViT(_Frozen, VisionTransformer):
     """A :class:`VisionTransformer` that never changes: no gradient, always in eval mode.
 
     ``forward`` returns the maps of ``layers`` (block indices, negative from the end), each through the
@@ -45,25 +80,15 @@ class FrozenViT(VisionTransformer):
         cls_token: bool = False,
         **kwargs,
     ) -> None:
-        if 'out_indices' in kwargs or kwargs.get('final_norm') is False:
-            raise ValueError(f'FrozenViT: pass layers={list(layers)}, not out_indices/final_norm=False')
+        _check_read('FrozenViT', layers, kwargs, True, False)
         super().__init__(out_indices=list(layers), final_norm=True, **kwargs)
-        if cls_token and not self.num_prefix:
-            raise ValueError('FrozenViT: cls_token=True needs a backbone with a cls token')
+        _check_read('FrozenViT', layers, {}, bool(self.num_prefix), cls_token)
         self.layers = tuple(layers)
         self.init_seed = init_seed
         self.norm_features = norm
         self.read_cls = cls_token
         self.requires_grad_(False)
         super().train(False)
-
-    @property
-    def feature_channels(self) -> int:
-        return self.embed_dim * len(self.out_indices) * (2 if self.read_cls else 1)
-
-    def train(self, mode: bool = True) -> FrozenViT:
-        """Always eval mode (the runner calls ``model.train()`` on the whole segmentor)."""
-        return super().train(False)
 
     def init_weights(self) -> None:
         """Seeded random init on the CPU, then ``pretrained`` through the project's loader."""
@@ -78,16 +103,10 @@ class FrozenViT(VisionTransformer):
         self.to(device)
         self.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            if self.norm_features and not self.read_cls:
-                maps = self.forward_intermediates(x, norm_all=True)
-            else:
-                maps = self._read_layers(x)
-        return torch.cat(maps, dim=1)  # (B, L*C, h, w), or (B, L*2C, h, w) with the cls tokens
-
     def _read_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each read layer's patch map (and its cls token broadcast over the grid), normed or not."""
+        if self.norm_features and not self.read_cls:
+            return list(self.forward_intermediates(x, norm_all=True))
         x, hw = self.embed(x)
         maps = []
         for i, blk in enumerate(self.blocks):
@@ -99,6 +118,62 @@ class FrozenViT(VisionTransformer):
                 if self.read_cls:
                     maps.append(tokens[:, 0, :, None, None].expand_as(patches))
         return maps
+
+
+class FrozenTimmViT(_Frozen, TimmViT):
+    """A :class:`~mae_dense.models.timm_backbone.TimmViT` as the probe's frozen backbone: the same reading
+    as :class:`FrozenViT` (the patch tokens of ``layers``, after the model's final norm unless ``norm=False``,
+    with each layer's cls token when ``cls_token``), through timm's ``forward_intermediates``.
+
+    Args:
+        model_name, timm_kwargs, stride, pretrained, init_cfg: as :class:`TimmViT`.
+        layers: blocks whose patch tokens are read (negative from the end).
+        norm, cls_token: as :class:`FrozenViT`.
+        init_seed: the random backbone's seed (built under it, the global random state untouched).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        layers: Sequence[int] = (-1,),
+        init_seed: int = 0,
+        norm: bool = True,
+        cls_token: bool = False,
+        **kwargs,
+    ) -> None:
+        _check_read('FrozenTimmViT', layers, kwargs, True, False)
+        super().__init__(model_name, out_indices=list(layers), norm=norm, init_seed=init_seed, **kwargs)
+        has_cls = getattr(self.model, 'cls_token', None) is not None
+        _check_read(f'FrozenTimmViT {model_name}', layers, {}, has_cls, cls_token)
+        self.layers = tuple(layers)
+        self.init_seed = init_seed
+        self.norm_features = bool(norm)
+        self.read_cls = cls_token
+        self.requires_grad_(False)
+        super().train(False)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        self.requires_grad_(False)
+
+    def _read_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = self.model.forward_intermediates(
+            self.fit_patch(x),
+            indices=list(self.out_indices),
+            norm=self.norm_features,
+            output_fmt='NCHW',
+            intermediates_only=True,
+            return_prefix_tokens=self.read_cls,
+        )
+        if not self.read_cls:
+            return list(out)
+        maps = []
+        for patches, prefix in out:  # prefix: (B, cls + registers, C); the cls token comes first
+            maps += [patches, prefix[:, 0, :, None, None].expand_as(patches)]
+        return maps
+
+
+FROZEN_BACKBONES = (FrozenViT, FrozenTimmViT)
 
 
 class LinearProbeHead(nn.Module):

@@ -22,7 +22,8 @@ class ViTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         layer_decay_rate (float): per-layer lr factor (0.65 seg B, 0.7/0.8 det B/L, 0.75 fine-tune).
         wd_policy (str): ``'mae'`` (default), ``'mmseg'`` (mmseg's exact groups) or ``'vitdet'``
             (detectron2 ViTDet's: norm layers, found by module type, and ``pos_embed``; see the decay module).
-        backbone_prefix (str): where the ViT sits in the model (``'backbone.'``).
+        backbone_prefix (str): where the ViT's block names start in the model (``'backbone.'``; a timm
+            backbone keeps timm's names under ``'backbone.model.'``, which the suite's placement sets).
     """
 
     def add_params(self, params: list, module: nn.Module, **kwargs) -> None:

@@ -1,8 +1,10 @@
 """Layer-wise learning-rate decay as one pure function of a parameter name.
 
 Shared by segmentation, detection and fine-tuning (BEiT/MAE/ViTDet all use the same ids):
-embeddings (``cls_token``, ``mask_token``, ``pos_embed``, ``patch_embed``) -> 0, ``blocks.i`` -> i+1,
-everything else (final norm, neck, heads) -> L+1; lr scale = rate ** (L + 1 - id).
+embeddings (``cls_token``, ``mask_token``, ``pos_embed``, ``patch_embed``, and timm's register tokens
+``reg_token``) -> 0, ``blocks.i`` -> i+1, everything else (final norm, neck, heads) -> L+1; lr scale =
+rate ** (L + 1 - id). A timm backbone (:class:`~mae_dense.models.timm_backbone.TimmViT`) keeps timm's names
+under its ``model.`` attribute, so the same rule reads its own block index with the prefix ``backbone.model.``.
 
 Three weight-decay policies:
 * ``'mae'`` (default, the official MAE fine-tuning recipe): no decay for 1-D parameters (norms, layer
@@ -28,7 +30,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-_EMBEDDINGS = ('cls_token', 'mask_token', 'pos_embed', 'patch_embed')
+_EMBEDDINGS = ('cls_token', 'mask_token', 'pos_embed', 'patch_embed', 'reg_token')
 _BLOCK = re.compile(r'^blocks\.(\d+)\.')
 _TABLES = ('relative_position_bias_table', 'rel_pos_h', 'rel_pos_w')
 POLICIES = ('mae', 'mmseg', 'vitdet')

@@ -269,7 +269,10 @@ class TaskCell(Cell):
         if pretrained != KEEP:
             options[task.task.weights_key] = pretrained
         extra = {'mode': task.mode} if task.task.kind == 'probe' else None
-        run = RunConfig.read(task.config, options, extra, placement_fit(task.task, self.backbone.arch))
+        b = self.backbone
+        run = RunConfig.read(
+            task.config, options, extra, placement_fit(task.task, b.arch, b.timm, b.timm_kwargs)
+        )
         fields['config_hash'] = run.hash
         fields['checkpoint'] = None if pretrained in (None, KEEP) else pretrained
         state = holder[0] = self.state({k: fields[k] for k in ('checkpoint_sha256', 'config_hash')})

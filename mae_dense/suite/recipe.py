@@ -70,6 +70,8 @@ def model_label(cfg) -> str:
     """'ViT-B', 'ViT-L', 'ViT-H' from the encoder width (the one table of sizes), else 'ViT <width>-d (toy)'."""
     model = cfg.get('model', {}) or {}
     backbone = model.get('backbone') or {}
+    if backbone.get('model_name'):  # a timm backbone (mae_dense.models.timm_backbone)
+        return f'timm {backbone["model_name"]}'
     width = backbone.get('embed_dim') or model.get('embed_dim')
     if width is None and model.get('arch') in ARCHS:
         width = ARCHS[model['arch']].embed_dim

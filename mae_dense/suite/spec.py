@@ -14,6 +14,9 @@ A pipeline config (YAML, or Python defining ``pipeline = dict(...)``)::
       - {name: scratch, random: true}
       - {name: mae-large, checkpoint: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth,
          arch: large}              # another size: each task puts it into its config (its Placement)
+      - {name: dinov2, timm: vit_base_patch14_reg4_dinov2, checkpoint: dinov2_vitb14_reg4_pretrain.pth}
+      - {name: tiny-siglip, timm: vit_base_patch16_siglip_224, random: true,
+         timm_kwargs: {embed_dim: 96, depth: 4, num_heads: 3}}   # any ViT family timm builds
     ade20k: {config: configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py, ms_flip: true}
     coco: {config: configs/coco/mask-rcnn_vit-b-mae_lsj-100e_coco.py}
     probe: {config: <an ADE20K linear-probe config>, mode: fast}
@@ -54,7 +57,7 @@ _TOP_KEYS = (
     'qualitative',
     'report',
 )
-_BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random', 'arch')
+_BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random', 'arch', 'timm', 'timm_kwargs')
 _ARCH_KEYS = ('embed_dim', 'depth', 'num_heads', 'patch_size')
 _PRETRAIN_KEYS = ('config', 'cfg_options', 'gpus')
 _PROBE_MODULE = 'mae_dense.cli.probe'
@@ -81,6 +84,8 @@ class BackboneSpec:
     here first), ``'random'`` (from scratch) or ``'config'`` (the task configs' own ``pretrained``: the
     older single-backbone form without ``pretrain:``). ``arch``: its size when it is not the task configs'
     (``arch: large``, or ``{embed_dim, depth, num_heads, patch_size}``); None: the configs' own.
+    ``timm``: a timm model name (any ViT family timm builds), with ``timm_kwargs`` for ``timm.create_model``
+    (sizes timm does not name); its checkpoint is a release file read through timm's filter, or random.
     """
 
     name: str
@@ -88,6 +93,8 @@ class BackboneSpec:
     checkpoint: str | None = None
     pretrain: PretrainSpec | None = None
     arch: Arch | None = None
+    timm: str | None = None
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -228,13 +235,39 @@ def _arch(value: Any, where: str) -> Arch | None:
 
 def _check_placements(backbones: list[BackboneSpec], tasks: list[TaskSpec], src: str) -> None:
     """A backbone of another size needs every task to know where a size goes in its config."""
-    sized = next((b for b in backbones if b.arch is not None), None)
+    sized = next((b for b in backbones if b.arch is not None or b.timm), None)
     unplaced = [t.name for t in tasks if t.task.placement is None]
     if sized is not None and unplaced:
+        if sized.timm:
+            raise PipelineError(
+                f'{src}: backbone {sized.name} has timm {sized.timm}, but task {unplaced[0]} cannot place '
+                'another backbone (its table entry has no placement): drop it or give a config of that backbone'
+            )
         raise PipelineError(
             f'{src}: backbone {sized.name} has arch {sized.arch.short}, but task {unplaced[0]} cannot place '
             'another size (its table entry has no placement): drop arch or give a config of that size'
         )
+
+
+def _timm(raw: dict, where: str) -> tuple[str | None, dict[str, Any]]:
+    """A backbone's ``timm`` name and ``timm_kwargs``, checked by building the model on the meta device."""
+    if raw.get('timm') is None:
+        if raw.get('timm_kwargs') is not None:
+            raise PipelineError(f'{where}: timm_kwargs needs timm (a timm model name)')
+        return None, {}
+    name, kwargs = raw['timm'], _mapping(raw.get('timm_kwargs'), f'{where}.timm_kwargs')
+    if raw.get('arch') is not None or raw.get('pretrain') is not None:
+        raise PipelineError(f'{where}: timm takes a checkpoint or random: true, not arch or pretrain')
+    from ..errors import ConfigError
+    from ..models.timm_backbone import timm_arch
+
+    try:
+        timm_arch(str(name), kwargs)
+    except (ConfigError, ValueError, TypeError, AssertionError) as exc:
+        raise PipelineError(
+            f'{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}'
+        ) from None
+    return str(name), kwargs
 
 
 def _backbones(cfg: dict, src: str, gpus: int) -> list[BackboneSpec]:
@@ -273,13 +306,23 @@ def _backbones(cfg: dict, src: str, gpus: int) -> list[BackboneSpec]:
                 f'got {given or "none"}'
             )
         arch = _arch(raw.get('arch'), where)
+        timm, timm_kwargs = _timm(raw, where)
         if given == ['random']:
             if raw['random'] is not True:
                 raise PipelineError(f'{where}: random must be true, got {raw["random"]!r}')
-            out.append(BackboneSpec(name=name, kind='random', arch=arch))
+            out.append(BackboneSpec(name=name, kind='random', arch=arch, timm=timm, timm_kwargs=timm_kwargs))
         elif given == ['checkpoint']:
             ckpt = _checkpoint(raw['checkpoint'], where)
-            out.append(BackboneSpec(name=name, kind='checkpoint', checkpoint=ckpt, arch=arch))
+            out.append(
+                BackboneSpec(
+                    name=name,
+                    kind='checkpoint',
+                    checkpoint=ckpt,
+                    arch=arch,
+                    timm=timm,
+                    timm_kwargs=timm_kwargs,
+                )
+            )
         else:
             stage = _pretrain(raw['pretrain'], f'{where}.pretrain', gpus)
             out.append(BackboneSpec(name=name, kind='pretrain', pretrain=stage, arch=arch))

@@ -92,6 +92,11 @@ class Placement:
         patch: keys set to the patch size.
         outputs: the key of the output blocks (non-negative indices), moved to the same relative depth:
             ViT-B's ``[3, 5, 7, 11]`` becomes ViT-L's ``[7, 11, 15, 23]``.
+        timm_type: the registered backbone a timm entry replaces ``model.backbone`` with.
+        timm_carry: keys of the config's own backbone that the timm backbone takes over (the recipe's
+            drop path; the probe's layers and seed).
+        decay_prefix: the key of the layer-decay constructor's backbone prefix (None: no layer decay);
+            a timm backbone keeps timm's names under ``backbone.model.``.
     """
 
     width: tuple[str, ...]
@@ -101,6 +106,9 @@ class Placement:
     width_per_output: tuple[tuple[str, str], ...] = ()
     outputs: str | None = None
     depth_key: str = 'model.backbone.depth'  # where the config's own depth is read
+    timm_type: str = 'MAEDenseTimmViT'
+    timm_carry: tuple[str, ...] = ('drop_path_rate',)
+    decay_prefix: str | None = 'optim_wrapper.paramwise_cfg.backbone_prefix'
 
     def options(self, arch: Arch, cfg: Any) -> dict[str, Any]:
         """The ``--cfg-options`` that put ``arch`` into ``cfg`` (a config, read with its own options)."""
@@ -126,6 +134,28 @@ class Placement:
                     f'{self.outputs}: {len(blocks)} output blocks do not fit {arch.short} ({arch.depth} blocks)'
                 )
             options[self.outputs] = blocks
+        return options
+
+    def timm_options(
+        self, arch: Arch, model_name: str, timm_kwargs: dict[str, Any], cfg: Any
+    ) -> dict[str, Any]:
+        """The ``--cfg-options`` that replace ``cfg``'s backbone by timm's ``model_name`` (of size ``arch``):
+        the neck/head widths, layer-decay depth and output blocks of :meth:`options`, and the backbone
+        dict itself (``_delete_``: the project ViT's own keys do not reach the timm backbone)."""
+        sized = self.options(arch, cfg)
+        backbone = 'model.backbone.'
+        options = {k: v for k, v in sized.items() if not k.startswith(backbone)}
+        new: dict[str, Any] = {'_delete_': True, 'type': self.timm_type, 'model_name': model_name}
+        for key in self.timm_carry:
+            value = dotted_get(cfg, backbone + key)
+            if value is not None:
+                new[key] = value
+        if self.outputs is not None:
+            new['out_indices'] = sized[self.outputs]
+        new.update({f'timm_kwargs.{k}': v for k, v in timm_kwargs.items()})
+        options.update({backbone + k: v for k, v in new.items()})
+        if self.decay_prefix is not None:
+            options[self.decay_prefix] = 'backbone.model.'
         return options
 
 
@@ -200,13 +230,21 @@ def task_of_benchmark(benchmark: str) -> Task | None:
     return next((t for t in TASKS.values() if t.benchmark == benchmark), None)
 
 
-def placement_fit(task: Task, arch: Arch | None) -> Callable[[Any], dict[str, Any]] | None:
-    """What puts ``arch`` into ``task``'s config, given that config (None: the config's own size)."""
-    if arch is None:
+def placement_fit(
+    task: Task, arch: Arch | None, timm: str | None = None, timm_kwargs: dict[str, Any] | None = None
+) -> Callable[[Any], dict[str, Any]] | None:
+    """What puts ``arch`` (or timm's ``timm`` with ``timm_kwargs``) into ``task``'s config, given that
+    config (None: the config's own backbone)."""
+    if arch is None and timm is None:
         return None
     if task.placement is None:  # the spec refuses this before anything runs
-        raise ValueError(f'task {task.name} cannot place a backbone of another size ({arch.short})')
-    return partial(task.placement.options, arch)
+        raise ValueError(f'task {task.name} cannot place another backbone ({timm or arch.short})')
+    if timm is None:
+        return partial(task.placement.options, arch)
+    from ..models.timm_backbone import timm_arch
+
+    kwargs = dict(timm_kwargs or {})
+    return partial(task.placement.timm_options, timm_arch(timm, kwargs), timm, kwargs)
 
 
 def metric_rank(benchmark: str, metric: str) -> int:
@@ -279,6 +317,9 @@ register_task(
             width=('model.backbone.embed_dim',),
             depth=('model.backbone.depth',),
             width_per_output=(('model.decode_head.in_channels', 'model.backbone.layers'),),
+            timm_type='MAEDenseFrozenTimmViT',
+            timm_carry=('layers', 'init_seed'),
+            decay_prefix=None,
         ),
     )
 )

@@ -6,6 +6,7 @@ once per process while the file is unchanged; a from-scratch backbone is ``rando
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -57,8 +58,12 @@ def backbone_weights(backbone: BackboneSpec, work_dir: Path, task: TaskSpec | No
 
     The identity is the sha256 of the weights file (a URL is fetched into torch.hub's cache first),
     ``random`` for a from-scratch backbone (``random 1024d-24b-16h-p16`` for one of another size: the
-    config hash is the protocol's and does not see the size); :data:`KEEP` leaves the task config's own weights in place.
+    config hash is the protocol's and does not see the size; ``random timm NAME {kwargs}`` for a timm
+    architecture); :data:`KEEP` leaves the task config's own weights in place.
     """
+    if backbone.kind == 'random' and backbone.timm:  # the timm name and options are the architecture
+        extra = f' {json.dumps(backbone.timm_kwargs, sort_keys=True)}' if backbone.timm_kwargs else ''
+        return None, f'{RANDOM} timm {backbone.timm}{extra}'
     if backbone.kind == 'random':
         return None, RANDOM if backbone.arch is None else f'{RANDOM} {_dims(backbone.arch)}'
     if backbone.kind == 'checkpoint':

@@ -17,10 +17,11 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from ...errors import ConfigError
-from ...models.probe import FrozenViT, ProbeHeads
+from ...models.probe import FROZEN_BACKBONES, FrozenTimmViT, FrozenViT, ProbeHeads
 from ..segmentation import MAEDenseEncoderDecoder
 
 MODELS.register_module(name='MAEDenseFrozenViT', module=FrozenViT, force=True)
+MODELS.register_module(name='MAEDenseFrozenTimmViT', module=FrozenTimmViT, force=True)
 
 
 @MODELS.register_module(force=True)
@@ -125,8 +126,11 @@ class LinearProbeEncoderDecoder(MAEDenseEncoderDecoder):
         if kwargs.get('neck') or kwargs.get('auxiliary_head'):
             raise ConfigError('LinearProbeEncoderDecoder: a linear probe has no neck and no auxiliary head')
         super().__init__(backbone=backbone, decode_head=decode_head, **kwargs)
-        if not isinstance(self.backbone, FrozenViT):
-            raise ConfigError(f"model.backbone.type={backbone.get('type')!r}: expected 'MAEDenseFrozenViT'")
+        if not isinstance(self.backbone, FROZEN_BACKBONES):
+            raise ConfigError(
+                f"model.backbone.type={backbone.get('type')!r}: expected 'MAEDenseFrozenViT' or "
+                "'MAEDenseFrozenTimmViT'"
+            )
         if not isinstance(self.decode_head, LinearProbeDecodeHead):
             raise ConfigError(
                 f"model.decode_head.type={decode_head.get('type')!r}: expected 'LinearProbeDecodeHead'"
