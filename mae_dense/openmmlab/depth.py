@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from ..data.nyu import check_nyu_dirs, check_pairs, read_file_list
 from ..errors import ConfigError
-from ..models.probe import FrozenViT
+from ..models.probe import FROZEN_BACKBONES
+from ..models.timm_backbone import timm_arch
 
 __all__ = ['CheckedNYUDataset', 'DPTDepthHead', 'DepthProbeEstimator', 'LinearDepthBinsHead', 'bins_readout']
 
@@ -199,7 +200,10 @@ def _fit_head(backbone: dict, decode_head: dict) -> dict:
     then needs only its own numbers): the linear head's ``in_channels`` (layers x width, x2 with the cls
     token), the DPT head's ``embed_dims`` and ``post_process_channels`` (DINOv2: C/8, C/4, C/2, C)."""
     head = dict(decode_head)
-    width = int(backbone.get('embed_dim', 768))
+    if 'model_name' in backbone:  # a timm backbone: its width from the model built on the meta device
+        width = timm_arch(backbone['model_name'], backbone.get('timm_kwargs')).embed_dim
+    else:
+        width = int(backbone.get('embed_dim', 768))
     layers = len(backbone.get('layers', (-1,)))
     if head.get('type') == 'LinearDepthBinsHead' and head.get('in_channels') is None:
         head['in_channels'] = width * layers * (2 if backbone.get('cls_token') else 1)
@@ -264,8 +268,11 @@ class DepthProbeEstimator(DepthEstimator):
             )
         decode_head = _fit_head(backbone, decode_head)
         super().__init__(backbone=backbone, decode_head=decode_head, **kwargs)
-        if not isinstance(self.backbone, FrozenViT):
-            raise ConfigError(f"model.backbone.type={backbone.get('type')!r}: expected 'MAEDenseFrozenViT'")
+        if not isinstance(self.backbone, FROZEN_BACKBONES):
+            raise ConfigError(
+                f"model.backbone.type={backbone.get('type')!r}: expected 'MAEDenseFrozenViT' or "
+                "'MAEDenseFrozenTimmViT'"
+            )
         self._check_head(decode_head.get('type'))
         self.backbone_amp = backbone_amp
 

@@ -150,8 +150,8 @@ class Placement:
             value = dotted_get(cfg, backbone + key)
             if value is not None:
                 new[key] = value
-        if self.outputs is not None:
-            new['out_indices'] = sized[self.outputs]
+        if self.outputs is not None:  # under the config's own key (out_indices, or a probe's layers)
+            new[self.outputs[len(backbone) :]] = sized[self.outputs]
         new.update({f'timm_kwargs.{k}': v for k, v in timm_kwargs.items()})
         options.update({backbone + k: v for k, v in new.items()})
         if self.decay_prefix is not None:
@@ -343,6 +343,9 @@ register_task(
             width=('model.backbone.embed_dim',),
             depth=('model.backbone.depth',),
             outputs='model.backbone.layers',
+            timm_type='MAEDenseFrozenTimmViT',
+            timm_carry=('init_seed', 'norm', 'cls_token'),
+            decay_prefix=None,
         ),
     )
 )

@@ -144,3 +144,50 @@ def test_both_probe_modes_train_and_test_on_the_frozen_timm_backbone(tmp_path):
         result = json.loads((tmp_path / mode / 'probe_result.json').read_text())
         assert result['mode'] == mode and result['metrics']['mIoU'] >= 0.0 and result['layers'] == [-1]
     assert len([p for p in (tmp_path / 'cache').iterdir() if p.is_dir()]) == 1  # fast mode: one feature cache
+
+
+def test_depth_probe_reads_timm_blocks_with_their_cls_token_and_trains_its_head_only():
+    """The NYU DPT probe on a timm DINOv2-with-registers backbone, placed by the suite: the frozen backbone
+    reads the un-normed blocks and each block's cls token (not a register) as timm's own model gives them,
+    and a loss step trains the head only."""
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    import mae_dense.openmmlab.depth  # noqa: F401
+
+    init_default_scope('mmseg')
+    config = str(ROOT / 'configs/nyu/dpt-depth_mae-base_nyu.py')
+    run = RunConfig.read(
+        config, {'model.pretrained': None}, fit=placement_fit(TASKS['depth'], None, NAME, TINY)
+    )
+    backbone = run.cfg.model.backbone
+    assert backbone.type == 'MAEDenseFrozenTimmViT' and backbone.layers == [0, 1, 2, 3]
+    assert backbone.norm is False and backbone.cls_token is True
+    model_cfg = run.cfg.model.to_dict()
+    model_cfg.update(data_preprocessor=None)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    model.train()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        out = model.backbone(x)  # (B, 4 layers x 2C, h, w)
+        tokens = model.backbone.model.forward_intermediates(
+            model.backbone.fit_patch(x), indices=[0, 1, 2, 3], norm=False, intermediates_only=False,
+            return_prefix_tokens=True, output_fmt='NLC',
+        )[1]  # fmt: skip
+    assert out.shape == (2, 4 * 2 * 48, 4, 6)
+    for i, (patches, prefix) in enumerate(tokens):  # prefix: cls then 4 registers
+        torch.testing.assert_close(out[:, 96 * i + 48 : 96 * (i + 1), 0, 0], prefix[:, 0])
+        torch.testing.assert_close(out[:, 96 * i : 96 * i + 48].flatten(2).transpose(1, 2), patches)
+    samples = []
+    for d in torch.rand(2, 1, 64, 96) * 5 + 0.5:
+        sample = SegDataSample(metainfo=dict(img_shape=(64, 96), pad_shape=(64, 96)))
+        sample.set_data(dict(gt_depth_map=PixelData(data=d)))
+        samples.append(sample)
+    losses = model.loss(x, samples)
+    losses['decode.loss_silog'].backward()
+    assert torch.isfinite(losses['decode.loss_silog'])
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.decode_head.conv_seg[-1].weight.grad.abs().sum() > 0

@@ -330,10 +330,7 @@ def test_every_family_over_ade20k_coco_and_probe(tmp_path):
                 }[row['backbone']]
             )
     # the two files are one encoder: the same weights fine-tuned with the same seed give the same number
-    assert (
-        values[('official', 'ADE20K', 'mIoU')]
-        == values[('mocov3', 'ADE20K', 'mIoU')]
-    )
+    assert values[('official', 'ADE20K', 'mIoU')] == values[('mocov3', 'ADE20K', 'mIoU')]
     probe = ('ADE20K linear probe', 'mIoU')
     assert values[('mocov3', *probe)] == values[('official', *probe)] != values[('scratch', *probe)]
     coco_rows = [r for r in rows if r['task'] == 'coco']
