@@ -123,6 +123,11 @@ def live_jobs() -> dict[str, tuple[str, str]]:
 class SlurmSuite(Suite):
     """A :class:`Suite` whose cells are detached Slurm jobs (see the module's docstring)."""
 
+    def __init__(self, spec, python: str | None = None) -> None:
+        super().__init__(spec, python)
+        self.submitted: list[str] = []  # this command's submissions and collected cells, for its summary
+        self.collected: list[str] = []
+
     @property
     def partition(self) -> str:
         return str(self.spec.slurm.get('partition') or os.environ.get('PARTITION'))
@@ -155,14 +160,13 @@ class SlurmSuite(Suite):
         path = self.job_dir(cell) / 'job.json'
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def collect(self, cells: list[Cell]) -> int:
-        """Merge every cell's ``record.json`` into the store (the one writer); how many were new."""
-        new = 0
+    def collect(self, cells: list[Cell]) -> None:
+        """Merge every cell's ``record.json`` into the store (the one writer; a record already there is
+        not counted twice)."""
         for cell in cells:
             record = read_record(cell.work)
             if record is not None and self.store.add(record):
-                new += 1
-        return new
+                self.collected.append(cell.key)
 
     def executor(self, cell: Cell, dependency: str | None) -> submitit.SlurmExecutor:
         """submitit's executor of one cell: its allocation (one task per GPU over as many nodes as it
@@ -207,6 +211,7 @@ class SlurmSuite(Suite):
             ) from None
         log = str(job.paths.stdout)
         write_json_atomic(self.job_dir(cell) / 'job.json', dict(job_id=job.job_id, log=log, key=cell.key))
+        self.submitted.append(job.job_id)
         return CellStatus(cell.key, 'queued', job.job_id, log)
 
     def step(self, retry_failed: bool) -> dict[str, CellStatus]:
@@ -252,6 +257,19 @@ class SlurmSuite(Suite):
                 return out
             time.sleep(poll_s)
             retry_failed = False  # a failure during the wait stays failed
+
+
+def summary(suite: SlurmSuite, out: dict[str, CellStatus]) -> str:
+    """One line: what this command submitted and collected, and how many cells are in each state."""
+    counts: dict[str, int] = {}
+    for st in out.values():
+        counts[st.state] = counts.get(st.state, 0) + 1
+    parts = [', '.join(f'{n} {state}' for state, n in counts.items())]
+    if suite.submitted:
+        parts.append(f'submitted {len(suite.submitted)} (jobs {", ".join(suite.submitted)})')
+    if suite.collected:
+        parts.append(f'collected {len(suite.collected)} into {suite.spec.db}')
+    return '; '.join(parts)
 
 
 def status_table(out: dict[str, CellStatus]) -> str:

@@ -77,24 +77,27 @@ def pipeline_main(argv: list[str] | None = None) -> int:
 
 def _cluster(spec: SuiteSpec, args: argparse.Namespace) -> int:
     """``launcher: slurm``: submit, show, collect (:mod:`.cluster`); the report once every cell ended."""
-    from .cluster import SlurmSuite, status_table  # submitit only where a cluster is used
+    from .cluster import SlurmSuite, status_table, summary  # submitit only where a cluster is used
 
     suite = SlurmSuite(spec)
     out = suite.wait(args.retry_failed, args.poll) if args.wait else suite.step(args.retry_failed)
     print(status_table(out), flush=True)
+    print(f'[pipeline] {summary(suite, out)}', flush=True)
     counts = Counter(s.state for s in out.values())
-    print('[pipeline] ' + ', '.join(f'{n} {state}' for state, n in counts.items()), flush=True)
     if counts['queued'] or counts['running']:
-        print('[pipeline] submitted; run the same command again to see and collect the cells', flush=True)
+        print(
+            '[pipeline] run the same command again to see and collect the cells (--wait: until all end)',
+            flush=True,
+        )
         return 0
     if not counts['failed']:
         suite.draw_figures()
     md = write_report(suite.store, spec.results_dir, spec.title)
     print(f'[pipeline] report: {md} (+ leaderboard.json, leaderboard.html); store: {spec.db}', flush=True)
-    summary = failure_summary({k: s.reason if s.state == 'failed' else None for k, s in out.items()}, str(md))
-    if summary:
+    failed = failure_summary({k: s.reason if s.state == 'failed' else None for k, s in out.items()}, str(md))
+    if failed:
         hint = '' if args.retry_failed else ' (--retry-failed submits them again)'
-        raise PipelineError(summary + hint)
+        raise PipelineError(failed + hint)
     return 0
 
 

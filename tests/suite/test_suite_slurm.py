@@ -111,7 +111,10 @@ def test_cells_are_jobs_that_outlive_the_command_requeue_on_preemption_and_are_c
         'mae/probe/seed0',
         'scratch/probe/seed0',
     ]
-    assert sorted(jobs) == sorted(keys) and '[pipeline] submitted; run the same command again' in out
+    assert (
+        sorted(jobs) == sorted(keys)
+        and f'[pipeline] 5 queued; submitted 5 (jobs {", ".join(jobs[k] for k in keys)})' in out
+    )
     script = (work / 'slurm/mae-ade20k-seed0' / f'{jobs["mae/ade20k/seed0"]}_submission.sh').read_text()
     assert f'#SBATCH --dependency=afterok:{jobs["mae/pretrain"]}' in script  # fine-tunes wait for it
     assert '#SBATCH --partition=debug' in script and '#SBATCH --time=30' in script
@@ -166,6 +169,8 @@ def test_cells_are_jobs_that_outlive_the_command_requeue_on_preemption_and_are_c
     }
     assert 'the fake probe refuses this backbone' in rows[('scratch', 'probe')]['reason']
     assert json.loads(rows[('mae', 'ade20k')]['metrics'])['mIoU'] >= 0
+    call = json.loads((work / 'mae/probe-seed0/probe/fake_probe_call.json').read_text())
+    assert call['slurm_job_id'] == jobs['mae/probe/seed0']  # the stage ran inside the cell's job
 
     # the requeued pretraining resumed exactly: the weights of an uninterrupted run (the same cell, run
     # by the local launcher; the pause marker exists, so it does not pause)
