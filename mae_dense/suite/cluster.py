@@ -32,6 +32,8 @@ checkpoint (``--resume``), as after a crash.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shlex
@@ -203,7 +205,8 @@ class SlurmSuite(Suite):
         """Submit one cell (its old ``record.json``, already merged, leaves the work dir first)."""
         (cell.work / RECORD).unlink(missing_ok=True)  # a retried cell keeps its finished steps
         try:
-            job = self.executor(cell, dependency).submit(CellJob(cell))
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's errors: one line here
+                job = self.executor(cell, dependency).submit(CellJob(cell))
         except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError, ValueError) as exc:
             lines = [line for line in str(exc).splitlines() if line.strip()]
             raise PipelineError(
@@ -272,11 +275,19 @@ def summary(suite: SlurmSuite, out: dict[str, CellStatus]) -> str:
     return '; '.join(parts)
 
 
+def _shown(path: str | None) -> str:
+    """A log path as short as it reads: relative to the current directory when under it."""
+    if not path:
+        return ''
+    rel = os.path.relpath(path)
+    return path if rel.startswith('..') else rel
+
+
 def status_table(out: dict[str, CellStatus]) -> str:
     """The cells' states as aligned lines: key, state, job id, log or failure reason."""
     width = max(len(k) for k in out)
     lines = [f'{"cell":{width}}  {"state":8} {"job":>7}  log / reason']
     for st in out.values():
-        tail = st.reason if st.state == 'failed' and st.reason else (st.log or '')
+        tail = st.reason if st.state == 'failed' and st.reason else _shown(st.log)
         lines.append(f'{st.key:{width}}  {st.state:8} {st.job_id or "-":>7}  {tail}')
     return '\n'.join(lines)

@@ -218,6 +218,10 @@ def test_bad_cluster_input_is_one_line_before_anything_is_submitted(
         f'error: work_dir {tmp_path / "work"}: not under slurm.shared_root {shared}, so the compute nodes '
         'cannot see it'
     )
+    assert run(mem='9999G') == (  # what only sbatch can tell: its own reason, in the one line
+        'error: mine/probe/seed0: sbatch refused the job: sbatch: error: Batch job submission failed: '
+        'Requested node configuration is not available'
+    )
     monkeypatch.setenv('PATH', str(tmp_path / 'empty-bin'))  # no Slurm clients here
     assert run() == 'error: launcher slurm: sbatch not found on PATH (run the pipeline on a Slurm login node)'
-    assert not (tmp_path / 'work' / 'slurm').exists()  # nothing was submitted
+    assert not list(tmp_path.glob('work/slurm/*/job.json'))  # nothing was submitted
