@@ -33,6 +33,7 @@ checkpoint (``--resume``), as after a crash.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -40,6 +41,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,17 @@ def check_cluster(spec_slurm: dict[str, Any], work_dir: Path, partition: str) ->
         raise PipelineError(
             f'slurm.partition {partition!r}: no such partition (sinfo lists {", ".join(known)})'
         )
+
+
+@contextlib.contextmanager
+def _one_submitter(path: Path) -> Iterator[None]:
+    """Two pipeline commands on one work dir at once could both submit a missing cell: the second stops."""
+    with path.open('w') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineError(f'{path}: another pipeline command is submitting these cells now') from None
+        yield
 
 
 def live_jobs() -> dict[str, tuple[str, str]]:
@@ -220,8 +233,12 @@ class SlurmSuite(Suite):
     def step(self, retry_failed: bool) -> dict[str, CellStatus]:
         """One call of the pipeline command: states, collect, (re)submit; every cell's status."""
         check_cluster(self.spec.slurm, self.spec.work_dir, self.partition)
-        self.spec.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.spec.work_dir / 'slurm').mkdir(parents=True, exist_ok=True)
         self.prepare()
+        with _one_submitter(self.spec.work_dir / 'slurm' / '.lock'):
+            return self._step(retry_failed)
+
+    def _step(self, retry_failed: bool) -> dict[str, CellStatus]:
         cells = self.cells()
         live = live_jobs()
         out = {c.key: self.status(c, live) for c in cells}
