@@ -225,3 +225,56 @@ def test_bad_cluster_input_is_one_line_before_anything_is_submitted(
     monkeypatch.setenv('PATH', str(tmp_path / 'empty-bin'))  # no Slurm clients here
     assert run() == 'error: launcher slurm: sbatch not found on PATH (run the pipeline on a Slurm login node)'
     assert not list(tmp_path.glob('work/slurm/*/job.json'))  # nothing was submitted
+
+
+def test_a_multi_gpu_cell_is_one_job_with_one_task_per_gpu(tmp_path, monkeypatch):
+    """The sbatch script submitit writes for a 16-GPU fine-tune on 8-GPU nodes (no cluster needed: submitit
+    only looks for ``srun`` on PATH): 2 nodes x 8 tasks x 8 GPUs, the ``slurm:`` keys, submitit's
+    preemption signal, ``afterok`` on the pretraining, and the cell's own process as one task."""
+    from mae_dense.suite.cluster import SlurmSuite
+    from mae_dense.suite.spec import parse_spec
+
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text('#!/bin/sh\n')
+    (bin_dir / 'srun').chmod(0o755)
+    monkeypatch.setenv('PATH', f'{bin_dir}:{__import__("os").environ["PATH"]}')
+    raw = dict(
+        work_dir=str(tmp_path / 'work'),
+        gpus=16,
+        launcher='slurm',
+        slurm=dict(
+            partition='gpu',
+            gpus_per_node=8,
+            cpus_per_task=10,
+            time=2880,
+            account='acc',
+            qos='high',
+            constraint='a100',
+            job_name='big',
+            sbatch={'exclude': 'node17'},
+        ),
+        backbones=[dict(name='mae', pretrain=dict(config=MAE))],
+        ade20k=dict(config=ADE),
+    )
+    suite = SlurmSuite(parse_spec(raw, 'p.yaml'))
+    cell = next(c for c in suite.cells() if c.key == 'mae/ade20k/seed0')
+    script = suite.executor(cell, 'afterok:41').parameters
+    text = __import__('submitit').slurm.slurm._make_sbatch_string(command='CMD', folder=tmp_path, **script)
+    flags = {line for line in text.splitlines() if line.startswith('#SBATCH')}
+    assert {
+        '#SBATCH --nodes=2',
+        '#SBATCH --ntasks-per-node=8',
+        '#SBATCH --gpus-per-node=8',
+        '#SBATCH --cpus-per-task=10',
+        '#SBATCH --time=2880',
+        '#SBATCH --partition=gpu',
+        '#SBATCH --account=acc',
+        '#SBATCH --qos=high',
+        '#SBATCH --constraint=a100',
+        '#SBATCH --exclude=node17',
+        '#SBATCH --dependency=afterok:41',
+        '#SBATCH --job-name=big-mae-ade20k-s0',
+        '#SBATCH --signal=USR2@90',
+    } <= flags
+    assert 'srun --unbuffered --output' in text and '--nodes=1 --ntasks=1 CMD' in text
