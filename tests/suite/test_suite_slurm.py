@@ -278,3 +278,41 @@ def test_a_multi_gpu_cell_is_one_job_with_one_task_per_gpu(tmp_path, monkeypatch
         '#SBATCH --signal=USR2@90',
     } <= flags
     assert 'srun --unbuffered --output' in text and '--nodes=1 --ntasks=1 CMD' in text
+
+
+def test_the_fine_tunes_of_a_failed_pretraining_fail_with_it(tmp_path, slurm, fake_probe, capsys):
+    """Slurm keeps an ``afterok`` job whose dependency failed pending forever: the next call shows it
+    failed with the pretraining's name, cancels it and records it."""
+    cfg = dict(
+        work_dir=str(tmp_path / 'work'),
+        results_dir=str(tmp_path / 'results'),
+        launcher='slurm',
+        slurm=dict(partition='debug', gpus_per_node=0, time=10),
+        backbones=[
+            dict(
+                name='mae',
+                pretrain=dict(
+                    config=MAE, cfg_options={'train_dataloader.dataset.data_root': str(tmp_path / 'none')}
+                ),
+            )
+        ],
+        probe=dict(config=probe_cfg(tmp_path), module='fake_probe'),
+    )
+    path = write_yaml(tmp_path / 'p.yaml', cfg)
+    assert pipeline_main([str(path)]) == 0
+    jobs = _jobs(tmp_path / 'work')
+    assert pipeline_main([str(path), '--wait', '--poll', '2']) == 1
+    out, err = capsys.readouterr()
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith('error: 2 of 2 cells failed: mae/pretrain (pretraining failed: ')
+    )
+    assert 'mae/probe/seed0 (mae/pretrain failed)' in err
+    assert jobs['mae/probe/seed0'] not in slurm.run('squeue', '-h', '-o', '%i').split()  # cancelled
+    rows = _store(tmp_path / 'results/results.sqlite')
+    assert {k: r['status'] for k, r in rows.items()} == {
+        ('mae', 'pretrain'): 'failed',
+        ('mae', 'probe'): 'failed',
+    }
+    assert rows[('mae', 'probe')]['reason'] == 'mae/pretrain failed'
