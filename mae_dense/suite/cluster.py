@@ -57,6 +57,9 @@ from .runner import Suite
 __all__ = ['CellJob', 'CellStatus', 'SlurmSuite']
 
 DEFAULT_TIME_MIN = 1440  # a day: the usual cap of a cluster's partitions
+# time limits a cell may reach and still requeue (submitit's default, 3, is 4 days of a 1-day partition: a
+# 160k-iteration UperNet or a 1600-epoch pretraining takes more); preemptions do not count
+MAX_TIMEOUTS = 30
 _QUEUED = ('PENDING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'CONFIGURING', 'SUSPENDED', 'RESV_DEL_HOLD')
 _RUNNING = ('RUNNING', 'COMPLETING', 'STAGE_OUT', 'SIGNALING', 'RESIZING')
 _DEPENDENCY_FAILED = 'DependencyNeverSatisfied'
@@ -190,7 +193,11 @@ class SlurmSuite(Suite):
         per_node = self.ctx.launcher.gpus_per_node
         nodes = -(-cell.gpus // per_node) if per_node else 1
         tasks = min(cell.gpus, per_node) if per_node else 1
-        ex = submitit.SlurmExecutor(folder=self.job_dir(cell), python=shlex.quote(self.ctx.launcher.python))
+        ex = submitit.SlurmExecutor(
+            folder=self.job_dir(cell),
+            max_num_timeout=MAX_TIMEOUTS,
+            python=shlex.quote(self.ctx.launcher.python),
+        )
         params: dict[str, Any] = dict(
             job_name=cell.job_name(*cell.name_parts),
             partition=self.partition,
