@@ -282,7 +282,7 @@ class TaskCell(Cell):
         if state.done:
             self.log('done, skipped')
             return
-        # (a cluster job never opens the store: the pipeline command skips stored cells and merges)
+        # (a cluster job never opens the store, which may not be on its machine: its record is merged)
         stored = None if self.ctx.records else self.ctx.store.find(identity, task.name, run.hash, self.seed)
         if stored is not None:
             self.log(f'already in the results store ({stored["date"]}, {stored["pipeline"]}): not run again')
