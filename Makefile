@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml constraints.txt tools/build_mmcv.py
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
 	  echo 'note: Chromium not installed (apt-get install chromium failed); the HTML report test will be skipped'
+	@# The cluster tests (-m slurm) start a one-node Slurm from Debian's slurm-wlm and munge (tests/slurm_cluster.py,
+	@# which also installs them itself when it can); without root or apt they are skipped with that reason.
+	@command -v slurmctld >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge) >/dev/null 2>&1; } || \
+	  echo 'note: slurm-wlm/munge not installed (apt-get install failed); the Slurm tests will be skipped'
 	@touch $(STAMP)
 
 lint: setup

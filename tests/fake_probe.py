@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             dict(
                 argv=sys.argv[1:],
                 cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'),
-                slurm_job_name=os.environ.get('FAKE_SRUN_JOB_NAME'),
+                slurm_job_id=os.environ.get('SLURM_JOB_ID'),
             )
         )
     )

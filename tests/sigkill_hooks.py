@@ -127,3 +127,25 @@ class SigkillForTests(Hook):
                 _die()
 
         os.replace = replace_and_maybe_die
+
+
+@HOOKS.register_module(force=True)
+class PauseForTests(Hook):
+    """Stop before iteration ``at_iter`` (1-based), once, until something outside ends the run: it creates
+    ``marker`` and sleeps; while the marker exists it does nothing, so the rerun goes through. The Slurm
+    tests send the job its preemption signal while it sleeps here, after the checkpoint of iteration
+    ``at_iter - 1``."""
+
+    priority = 80
+
+    def __init__(self, marker: str, at_iter: int, timeout: float = 300.0) -> None:
+        self.marker = Path(marker)
+        self.at_iter = at_iter
+        self.timeout = timeout
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if runner.iter + 1 != self.at_iter or get_rank() != 0 or self.marker.exists():
+            return
+        self.marker.touch()
+        time.sleep(self.timeout)
+        raise RuntimeError(f'nothing ended the run within {self.timeout:.0f} s of the pause')

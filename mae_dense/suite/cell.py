@@ -28,11 +28,12 @@ from .outputs import (
     read_probe_result,
     task_metrics,
     test_metrics,
+    write_record,
 )
 from .recipe import RunConfig, git_commit, trained_lr, versions
 from .schedule import one_line_reason
 from .spec import BackboneSpec, SuiteSpec, TaskSpec
-from .store import ResultStore
+from .store import ResultStore, now
 from .tables import UNKNOWN
 from .tasks import placement_fit
 from .weights import KEEP, backbone_weights, stage_dir
@@ -54,6 +55,7 @@ class Context:
     job_prefix: str
     first_seed: int
     qualitative_images: int
+    records: bool = False  # a cluster job: write record.json in the work dir, the pipeline merges it
 
     @property
     def store(self) -> ResultStore:
@@ -69,6 +71,7 @@ class Context:
             job_prefix=spec.slurm.get('job_name') or 'mae-dense',
             first_seed=spec.seeds[0],
             qualitative_images=spec.qualitative_images,
+            records=spec.launcher == 'slurm',
         )
 
 
@@ -143,10 +146,13 @@ class Cell:
         return state
 
     def record(self, record: dict[str, Any], commit: str | None = None) -> None:
-        """Add ``record`` to the results store; ``commit``: :func:`git_commit` if known already."""
-        added = self.ctx.store.add(
-            dict(git_commit=commit or git_commit(), pipeline=self.ctx.source, **record)
-        )
+        """Add ``record`` to the results store (a cluster job: to its ``record.json``, which the pipeline
+        command merges); ``commit``: :func:`git_commit` if known already."""
+        record = dict(git_commit=commit or git_commit(), pipeline=self.ctx.source, date=now(), **record)
+        if self.ctx.records:
+            write_record(self.work, record)
+            return
+        added = self.ctx.store.add(record)
         if not added and record['status'] == 'done':
             self.log('already in the results store (same checkpoint, config and seed): not counted twice')
 
@@ -279,7 +285,8 @@ class TaskCell(Cell):
         if state.done:
             self.log('done, skipped')
             return
-        stored = self.ctx.store.find(identity, task.name, run.hash, self.seed)
+        # (a cluster job never opens the store, which may not be on its machine: its record is merged)
+        stored = None if self.ctx.records else self.ctx.store.find(identity, task.name, run.hash, self.seed)
         if stored is not None:
             self.log(f'already in the results store ({stored["date"]}, {stored["pipeline"]}): not run again')
             state.save(status='done', from_store=True)

@@ -3,8 +3,9 @@
 Stages run the package's own modules, never ``tools/*.py``, so an installed (non-editable) mae-dense runs
 pipelines from any directory. Locally a cell gets its GPUs through ``CUDA_VISIBLE_DEVICES`` and, with more
 than one, torchrun (``python -m torch.distributed.run``) with its own rendezvous port. With Slurm every
-cell is one ``srun`` with the flags of ``tools/slurm_train.sh`` (partition, job name, GPUS, GPUS_PER_NODE,
-CPUS_PER_TASK, SRUN_ARGS from the config's ``slurm:`` or the environment) and mmengine's slurm launcher.
+cell is its own job (:mod:`~.cluster`); inside it a multi-GPU stage is one ``srun`` step with the flags of
+``tools/slurm_train.sh`` (one task per GPU; GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS from the config's
+``slurm:`` or the environment) and mmengine's slurm launcher; a one-process stage runs in the job itself.
 """
 
 from __future__ import annotations
@@ -55,6 +56,27 @@ class Launcher:
         value = self.slurm.get(key)
         return value if value not in (None, '') else os.environ.get(env, default)
 
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs of one node (``slurm.gpus_per_node`` or ``GPUS_PER_NODE``, 8; 0: a cluster without GPUs)."""
+        return int(self._slurm('gpus_per_node', 'GPUS_PER_NODE', 8))
+
+    def step(self, gpus: int, per_node: int) -> list[str]:
+        """``srun`` of a multi-process stage inside a cell's job: one task per GPU, the flags of
+        ``tools/slurm_train.sh`` less those the job's allocation already fixed (partition, name, time);
+        ``--overlap``: the step shares the allocation with the cell's own process, which waits on it."""
+        tasks_per_node = min(gpus, per_node) if per_node else gpus
+        return [
+            'srun',
+            '--overlap',
+            f'--ntasks={gpus}',
+            f'--ntasks-per-node={tasks_per_node}',
+            *([f'--gres=gpu:{tasks_per_node}'] if per_node else []),
+            f'--cpus-per-task={self._slurm("cpus_per_task", "CPUS_PER_TASK", 5)}',
+            '--kill-on-bad-exit=1',
+            *shlex.split(str(self._slurm('srun_args', 'SRUN_ARGS', ''))),
+        ]
+
     def command(
         self, module: str, args: list[str], gpus: int, devices: list[str] | None, name: str, distributed: bool
     ) -> tuple[list[str], dict[str, str]]:
@@ -70,28 +92,12 @@ class Launcher:
         """
         env = dict(os.environ)
         env['PYTHONPATH'] = os.pathsep.join(p for p in (str(PACKAGE_PARENT), env.get('PYTHONPATH')) if p)
-        if self.kind == 'slurm':
-            per_node = min(gpus, int(self._slurm('gpus_per_node', 'GPUS_PER_NODE', 8)))
+        if self.kind == 'slurm' and distributed and gpus > 1:
+            argv = [*self.step(gpus, per_node=self.gpus_per_node), self.python, '-u', '-m', module]
             env['MASTER_PORT'] = str(slurm_port(name))
-            argv = [
-                'srun',
-                '-p',
-                str(self._slurm('partition', 'PARTITION', '')),
-                f'--job-name={name}',
-                f'--gres=gpu:{per_node}',
-                f'--ntasks={gpus if distributed else 1}',
-                f'--ntasks-per-node={per_node if distributed else 1}',
-                f'--cpus-per-task={self._slurm("cpus_per_task", "CPUS_PER_TASK", 5)}',
-                '--kill-on-bad-exit=1',
-                *shlex.split(str(self._slurm('srun_args', 'SRUN_ARGS', ''))),
-                self.python,
-                '-u',
-                '-m',
-                module,
-                *(['--launcher', 'slurm'] if distributed else []),
-                *args,
-            ]
-            return argv, env
+            return [*argv, '--launcher', 'slurm', *args], env
+        if self.kind == 'slurm':  # one process: it runs in the cell's job itself, on the job's GPU
+            return [self.python, '-m', module, *args], env
         if devices:
             env['CUDA_VISIBLE_DEVICES'] = ','.join(devices)
         if distributed and gpus > 1:

@@ -19,7 +19,10 @@ from ..errors import PipelineError
 from .tasks import Task
 
 __all__ = [
+    'RECORD',
     'CellState',
+    'read_record',
+    'write_record',
     'last_checkpoint',
     'options_argv',
     'read_curves',
@@ -135,7 +138,33 @@ class CellState:
 
     def save(self, **fields: Any) -> None:
         self.data.update(fields)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix('.tmp')
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.path)  # a kill never leaves half a progress file
+        write_json_atomic(self.path, self.data)
+
+
+RECORD = 'record.json'  # a cell's results-store row, written by a cluster job into its own work dir
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as JSON at ``path``, all or nothing: a kill (or a reader on another machine) never sees
+    half a file, since the rename is atomic on POSIX filesystems, NFS and Lustre included."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def write_record(work: Path, record: dict[str, Any]) -> None:
+    """A cell's store row as ``<work>/record.json``: on a cluster only the pipeline command writes the
+    store (one writer), merging these files (:func:`read_record`)."""
+    write_json_atomic(work / RECORD, record)
+
+
+def read_record(work: Path) -> dict[str, Any] | None:
+    """The row a cell's job left in ``work`` (None: none yet)."""
+    path = work / RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f'{path}: not valid JSON ({exc})') from None

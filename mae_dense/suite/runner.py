@@ -1,4 +1,5 @@
-"""Running a suite: every cell of a :class:`SuiteSpec` over the visible GPUs (or Slurm), then the figures.
+"""Running a suite: every cell of a :class:`SuiteSpec` over the visible GPUs, then the figures (on Slurm:
+:class:`~.cluster.SlurmSuite`, every cell its own job).
 
 Pretraining cells come first; a task cell of a pretrained backbone waits for its pretraining. Cells run
 at the same time where GPUs allow (:func:`~.schedule.run_jobs`); a cell's failure is recorded with its
@@ -68,12 +69,8 @@ class Suite:
 
             return Job(cell.key, cell.gpus, run, cell.after)
 
-        devices = None if self.spec.launcher == 'slurm' else visible_devices()
-        where = (
-            'Slurm'
-            if devices is None
-            else (f'GPUs {", ".join(devices)}' if devices else 'CPU, one at a time')
-        )
+        devices = visible_devices()  # (launcher slurm: every cell its own job, see .cluster)
+        where = f'GPUs {", ".join(devices)}' if devices else 'CPU, one at a time'
         print(f'[pipeline] {len(cells)} jobs on {where}; results store {self.spec.db}', flush=True)
         outcome = run_jobs([job(c) for c in cells.values()], devices)
         for key, reason in outcome.items():  # cells that never started (their pretraining failed) fail too

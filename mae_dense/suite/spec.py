@@ -7,7 +7,7 @@ A pipeline config (YAML, or Python defining ``pipeline = dict(...)``)::
     # db: /shared/mae-dense.sqlite  # the results store (default: <results_dir>/results.sqlite)
     seeds: [0, 1, 2]                # every task runs once per seed; the report shows mean ± std
     gpus: 8                         # GPUs per pretraining / fine-tuning cell (probes take one)
-    launcher: local                 # or slurm: every cell through srun (see ``slurm:``)
+    launcher: local                 # or slurm: every cell its own Slurm job (see ``slurm:``, below)
     backbones:
       - {name: mae-800ep, pretrain: {config: configs/pretrain/mae_vit-base-p16_8xb512-amp-coslr-800e_in1k.py}}
       - {name: official, checkpoint: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth}
@@ -21,6 +21,8 @@ A pipeline config (YAML, or Python defining ``pipeline = dict(...)``)::
     coco: {config: configs/coco/mask-rcnn_vit-b-mae_lsj-100e_coco.py}
     probe: {config: <an ADE20K linear-probe config>, mode: fast}
     report: {title: my backbones}
+
+With ``launcher: slurm`` every cell is a Slurm job; its ``slurm:`` keys are in :mod:`~.cluster`.
 
 A single-backbone config may keep the older form: ``pretrain:`` at the top level (a ``config`` to train or a
 ``checkpoint`` to take) is one backbone; with neither, the task configs' own ``pretrained`` is used.
@@ -61,7 +63,21 @@ _BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random', 'arch', 'timm', 't
 _ARCH_KEYS = ('embed_dim', 'depth', 'num_heads', 'patch_size')
 _PRETRAIN_KEYS = ('config', 'cfg_options', 'gpus')
 _PROBE_MODULE = 'mae_dense.cli.probe'
-_SLURM_KEYS = ('partition', 'job_name', 'gpus_per_node', 'cpus_per_task', 'srun_args')
+_SLURM_KEYS = (
+    'partition',
+    'job_name',
+    'gpus_per_node',
+    'cpus_per_task',
+    'srun_args',
+    'time',
+    'account',
+    'qos',
+    'gres',
+    'constraint',
+    'mem',
+    'sbatch',
+    'shared_root',
+)
 _QUALITATIVE_KEYS = ('images',)
 _REPORT_KEYS = ('title',)
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
@@ -361,6 +377,20 @@ def _task(task: Task, raw: Any, src: str, gpus: int) -> TaskSpec:
     )
 
 
+def _check_slurm(slurm: dict, source: str) -> None:
+    """The types of the ``slurm:`` keys (what the cluster accepts is checked before submitting)."""
+    for key in ('time', 'cpus_per_task'):
+        if key in slurm:
+            _positive_int(slurm[key], f'{source}: slurm.{key}')
+    per_node = slurm.get('gpus_per_node', 8)
+    if isinstance(per_node, bool) or not isinstance(per_node, int) or per_node < 0:
+        raise PipelineError(f'{source}: slurm.gpus_per_node must be an integer >= 0, got {per_node!r}')
+    for key in ('partition', 'job_name', 'account', 'qos', 'gres', 'constraint', 'mem', 'shared_root'):
+        if key in slurm and not isinstance(slurm[key], (str, int)):
+            raise PipelineError(f'{source}: slurm.{key} must be a string, got {slurm[key]!r}')
+    _mapping(slurm.get('sbatch'), f'{source}: slurm.sbatch')
+
+
 def parse_spec(cfg: dict, source: str) -> SuiteSpec:
     """Check a raw pipeline mapping and normalise it; every error is one line naming the key."""
     check_keys(source, cfg, (*_TOP_KEYS, *TASKS))
@@ -383,6 +413,7 @@ def parse_spec(cfg: dict, source: str) -> SuiteSpec:
         raise PipelineError(
             f'{source}: launcher slurm needs slurm.partition (or PARTITION in the environment)'
         )
+    _check_slurm(slurm, source)
     qualitative = cfg.get('qualitative', {})
     if qualitative is False:
         images = 0

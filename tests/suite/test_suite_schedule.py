@@ -1,13 +1,11 @@
-"""Scheduling cells over GPUs and through Slurm, on CPU: fake GPU lists, a fake ``srun`` on PATH."""
+"""Scheduling cells over GPUs on CPU (fake GPU lists), and the stage commands inside a Slurm job."""
 
 from __future__ import annotations
 
 import json
-import stat
 import threading
 from pathlib import Path
 
-import pytest
 from helpers import probe_cfg, write_yaml
 
 from mae_dense.suite.commands import pipeline_main
@@ -101,25 +99,25 @@ def test_local_commands():
     assert argv == ['py', '-m', 'mae_dense.cli.probe', 'c.py'] and env['CUDA_VISIBLE_DEVICES'] == '2'
 
 
-def test_slurm_commands_follow_slurm_train_sh(monkeypatch):
+def test_slurm_steps_follow_slurm_train_sh(monkeypatch):
+    """Inside a cell's job a multi-GPU stage is one srun step with tools/slurm_train.sh's flags, less those
+    the job's allocation fixed; a one-process stage runs in the job itself."""
     monkeypatch.setenv('CPUS_PER_TASK', '7')  # tools/slurm_train.sh's variables fill what the config omits
-    monkeypatch.setenv('SRUN_ARGS', '--time=1-0 --qos=high')
+    monkeypatch.setenv('SRUN_ARGS', '--mem-per-cpu=4G --mpi=none')
     launcher = Launcher('slurm', 'py', dict(partition='gpu', gpus_per_node=8))
     argv, env = launcher.command(
         'mae_dense.cli.train', ['c.py', '--resume'], 16, None, 'mae-dense-a-ade20k-s0', True
     )
     assert argv == [
         'srun',
-        '-p',
-        'gpu',
-        '--job-name=mae-dense-a-ade20k-s0',
-        '--gres=gpu:8',
+        '--overlap',
         '--ntasks=16',
         '--ntasks-per-node=8',
+        '--gres=gpu:8',
         '--cpus-per-task=7',
         '--kill-on-bad-exit=1',
-        '--time=1-0',
-        '--qos=high',
+        '--mem-per-cpu=4G',
+        '--mpi=none',
         'py',
         '-u',
         '-m',
@@ -131,7 +129,11 @@ def test_slurm_commands_follow_slurm_train_sh(monkeypatch):
     ]
     assert 29500 <= int(env['MASTER_PORT']) < 39500 and 'CUDA_VISIBLE_DEVICES' not in argv
     argv, _ = launcher.command('mae_dense.cli.probe', ['c.py'], 1, None, 'p', False)
-    assert '--gres=gpu:1' in argv and '--ntasks=1' in argv and '--launcher' not in argv
+    assert argv == ['py', '-m', 'mae_dense.cli.probe', 'c.py']
+    argv, _ = launcher.command('mae_dense.cli.train', ['c.py'], 1, None, 'p', True)
+    assert argv == ['py', '-m', 'mae_dense.cli.train', 'c.py']  # one GPU: no step, no launcher
+    cpu = Launcher('slurm', 'py', dict(gpus_per_node=0))  # a cluster without GPUs asks for none
+    assert not any(a.startswith('--gres') for a in cpu.command('m', [], 2, None, 'n', True)[0])
 
 
 def _probe_pipeline(tmp_path: Path, **extra) -> Path:
@@ -163,51 +165,3 @@ def test_pipeline_runs_probes_concurrently_one_gpu_each(tmp_path, fake_probe, mo
     calls = _calls(tmp_path)
     assert sorted(c['cuda_visible_devices'] for c in calls.values()) == ['0', '1']
     assert 'jobs on GPUs 0, 1' in capsys.readouterr().out
-
-
-@pytest.fixture
-def fake_srun(tmp_path, monkeypatch) -> Path:
-    """An ``srun`` on PATH that logs its arguments and runs the command after its options here."""
-    bin_dir = tmp_path / 'bin'
-    bin_dir.mkdir()
-    log = tmp_path / 'srun.log'
-    script = bin_dir / 'srun'
-    script.write_text(
-        '#!/bin/sh\n'
-        f'echo "$@" >> {log}\n'
-        'while [ $# -gt 0 ]; do\n'
-        '  case "$1" in\n'
-        '    -p) shift 2 ;;\n'
-        '    --job-name=*) export FAKE_SRUN_JOB_NAME="${1#--job-name=}"; shift ;;\n'
-        '    -*) shift ;;\n'
-        '    *) break ;;\n'
-        '  esac\n'
-        'done\n'
-        'exec "$@"\n'
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv('PATH', f'{bin_dir}:{__import__("os").environ["PATH"]}')
-    return log
-
-
-def test_pipeline_submits_each_cell_through_srun(tmp_path, fake_probe, monkeypatch, capsys, fake_srun):
-    (tmp_path / 'barrier').mkdir()
-    monkeypatch.setenv('FAKE_PROBE_BARRIER', f'{tmp_path / "barrier"}:2')  # Slurm runs both at once
-    path = _probe_pipeline(
-        tmp_path, launcher='slurm', slurm=dict(partition='gpu', job_name='suite', cpus_per_task=3)
-    )
-    assert pipeline_main([str(path)]) == 0, capsys.readouterr().err
-    lines = sorted(fake_srun.read_text().splitlines())
-    assert len(lines) == 2
-    for i, line in enumerate(lines):
-        flags = f'-p gpu --job-name=suite-b{i}-probe-s0 --gres=gpu:1 --ntasks=1 --ntasks-per-node=1'
-        assert line.startswith(f'{flags} --cpus-per-task=3 --kill-on-bad-exit=1 ')
-        assert ' -u -m fake_probe ' in line and '--launcher' not in line
-    assert {c['slurm_job_name'] for c in _calls(tmp_path).values()} == {
-        'suite-b0-probe-s0',
-        'suite-b1-probe-s0',
-    }
-    board = json.loads((tmp_path / 'results' / 'leaderboard.json').read_text())
-    assert {(r['backbone'], r['metric'], r['n']) for r in board['results']} == {
-        (b, m, 1) for b in ('b0', 'b1') for m in ('mIoU', 'aAcc')
-    }
