@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 
-from .cell import Cell, Context, PretrainCell, task_cell
+from .cell import Cell, Context, PretrainCell, task_cells
 from .panels import draw_figures
 from .schedule import Job, run_jobs, visible_devices
 from .spec import SuiteSpec
@@ -43,7 +43,8 @@ class Suite:
         ]
         for task in self.spec.tasks:
             for seed in self.spec.seeds:
-                cells += [task_cell(b, task, seed, self.ctx) for b in self.spec.backbones]
+                for b in self.spec.backbones:
+                    cells += task_cells(b, task, seed, self.ctx)
         return cells
 
     def prepare(self) -> None:
