@@ -7,6 +7,11 @@ Each (backbone, task, seed) cell is resumable on its own; a failing cell is reco
 the others go on; every finished cell goes to the results store, and the report is written from it. The
 exit status is 1 when a cell failed, with one summary line last.
 
+``mae-dense pipeline CONFIG --dry-run``: offline, starts nothing: every cell (sweep points included), every
+file to download (size from the config where given), the data pre-flight and an estimate of the GPU-hours.
+A real run first runs the pre-flight: a stage whose data root or annotation file is missing or fails its
+check stops the pipeline before anything (pretraining included) starts.
+
 ``mae-dense report --db FILE [--out DIR]``: the leaderboard rebuilt from a results store alone. Runs from
 different pipelines, machines and weeks that wrote to the same store appear in one leaderboard
 (``leaderboard.md``, ``.json``, ``.html`` and the figures).
@@ -47,10 +52,20 @@ def pipeline_main(argv: list[str] | None = None) -> int:
     parser.add_argument('--work-dir', help='override the pipeline work_dir')
     parser.add_argument('--results-dir', help='where the leaderboard and figures go (default: results)')
     parser.add_argument('--db', help='the results store (default: <results_dir>/results.sqlite)')
+    parser.add_argument(
+        '--dry-run',
+        action='store_true',
+        help='list the cells, downloads, data checks and a GPU-hours estimate; start nothing (offline)',
+    )
     args = parser.parse_args(argv)
 
     def _run() -> int:
         spec = load_spec(args.config, work_dir=args.work_dir, results_dir=args.results_dir, db=args.db)
+        if args.dry_run:
+            from .dryrun import dry_run
+
+            print('\n'.join(dry_run(spec)), flush=True)
+            return 0
         suite = Suite(spec)
         outcome = suite.run()
         suite.draw_figures()

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mae_dense.suite.board import matrix
 from mae_dense.suite.figures import curves_figure, detection_rows, panel_png, segmentation_rows
 from mae_dense.suite.outputs import task_metrics
 from mae_dense.suite.report import write_report
 from mae_dense.suite.store import ResultStore
-from mae_dense.suite.board import matrix
 from mae_dense.suite.tables import leaderboard_records
 from mae_dense.suite.tasks import TASKS
 
