@@ -56,13 +56,10 @@ def _unknown_checkpoint(sha: str) -> bool:
     return sha.startswith(f'{UNKNOWN}:')
 
 
-def _sort_key(c: tuple) -> tuple:
-    """Benchmark order, then the protocol (its columns together), then the metric order."""
-    return (column_key(c[0], '')[:2], c[3] is None, str(c[3] or ''), c[2] or '', column_key(c[0], c[1]))
-
-
 def _columns(records: list[dict[str, Any]], references) -> list[tuple]:
-    """The (benchmark, metric, mode, protocol key) columns of the records and published numbers, in order."""
+    """The (benchmark, metric, mode, protocol key) columns of the records and published numbers, in order:
+    benchmark order, then each protocol's columns together (protocols in the order the records first
+    show them), then the metric order."""
     columns = list(dict.fromkeys(_column_key(r) for r in records if _protocol(r) is not None))
     for r in records:  # no protocol: their own column only where none of their metric exists
         if _protocol(r) is None and not any(_in_column(r, c) for c in columns):
@@ -70,7 +67,12 @@ def _columns(records: list[dict[str, Any]], references) -> list[tuple]:
     for ref in references:  # a published number with no column of its metric gets its protocol's
         if not any(c[0] == ref.benchmark and c[1] == ref.metric for c in columns):
             columns.append((ref.benchmark, ref.metric, None, ref.protocol.key()))
-    return sorted(dict.fromkeys(columns), key=_sort_key)
+    seen = list(dict.fromkeys((c[2], c[3]) for c in columns))  # (mode, protocol) in order of appearance
+
+    def order(c: tuple) -> tuple:
+        return (column_key(c[0], '')[:2], c[3] is None, seen.index((c[2], c[3])), column_key(c[0], c[1]))
+
+    return sorted(dict.fromkeys(columns), key=order)
 
 
 def _groups(columns: list[tuple]) -> dict[tuple, int]:

@@ -34,7 +34,7 @@ from .recipe import RunConfig, git_commit, trained_lr, versions
 from .schedule import one_line_reason
 from .spec import BackboneSpec, SuiteSpec, TaskSpec
 from .store import ResultStore
-from .sweeps import Point, best_point, point_label, point_options, sweep_points, sweep_values
+from .sweeps import Point, point_label, resolve_point, sweep_points
 from .tables import UNKNOWN
 from .tasks import placement_fit
 from .weights import KEEP, backbone_weights, stage_dir
@@ -260,30 +260,6 @@ class TaskCell(Cell):
         base = f'{self.backbone.name}/{self.task.name}/seed{self.seed}'
         return f'{base}/{point_label(self.point)}' if self.point else base
 
-    def _sweep(self, options: dict[str, Any], identity: str, extra: dict | None) -> dict[str, Any] | None:
-        """The sweep this cell belongs to (for its card), and its point's options merged into ``options``;
-        a choosing cell picks the best point of the first seed's finished points from the store."""
-        if not self.task.sweep:
-            return None
-        task = self.task.task
-        family = RunConfig.read(self.task.config, options, extra).hash  # the protocol without the point
-        metric = task.selection
-        sweep = dict(
-            family=family,
-            points=[dict(p) for p in sweep_points(self.task.sweep)],
-            on=f'{metric.name}: {metric.step} {metric.key}',
-        )
-        if self.point:
-            sweep['point'] = list(self.point)
-            options.update(point_options(task, self.point))
-            return sweep
-        mine = [c for c in self.ctx.store.cells() if c['checkpoint_sha256'] == identity]
-        chosen = best_point(sweep_values(mine, family, self.ctx.first_seed), task)
-        self.log(f'best of {len(self.choose)} on val ({metric.name}): {point_label(chosen)}')
-        sweep['chosen'] = list(chosen)
-        options.update(point_options(task, chosen))
-        return sweep
-
     @property
     def gpus(self) -> int:
         return self.task.gpus
@@ -314,7 +290,7 @@ class TaskCell(Cell):
         if pretrained != KEEP:
             options[task.task.weights_key] = pretrained
         extra = {'mode': task.mode} if task.task.kind == 'probe' else None
-        sweep = self._sweep(options, identity, extra)
+        sweep = resolve_point(self, options, identity, extra) if task.sweep else None
         run = RunConfig.read(task.config, options, extra, placement_fit(task.task, self.backbone.arch))
         fields['config_hash'] = run.hash
         fields['card'] = card_of(task.task, run.cfg, self.backbone, task.mode, sweep)

@@ -14,9 +14,19 @@ import itertools
 from typing import Any
 
 from ..errors import PipelineError
+from .recipe import RunConfig
 from .tasks import TASKS, Task
 
-__all__ = ['Point', 'best_point', 'point_label', 'point_options', 'sweep_points', 'sweep_status']
+__all__ = [
+    'Point',
+    'best_point',
+    'point_label',
+    'point_options',
+    'resolve_point',
+    'sweep_points',
+    'sweep_status',
+    'sweep_values',
+]
 
 Point = tuple[tuple[str, Any], ...]  # ((hyper-parameter, value), ...), hashable and picklable
 
@@ -98,3 +108,30 @@ def sweep_status(cells: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
                 value=values.get(point),
             )
     return status
+
+
+def resolve_point(cell: Any, options: dict[str, Any], identity: str, extra: dict | None) -> dict[str, Any]:
+    """The sweep a task cell belongs to (for its card), with its point's options merged into ``options``.
+
+    A point cell takes its own point; a choosing cell (another seed) takes the best of the first seed's
+    finished points in the results store. ``family`` (the config hash without the point) ties a sweep's
+    cells together in the store, whatever their lr.
+    """
+    spec, task = cell.task, cell.task.task
+    family = RunConfig.read(spec.config, options, extra).hash
+    metric = task.selection
+    sweep: dict[str, Any] = dict(
+        family=family,
+        points=[dict(p) for p in sweep_points(spec.sweep)],
+        on=f'{metric.name}: {metric.step} {metric.key}',
+    )
+    if cell.point:
+        sweep['point'] = list(cell.point)
+        options.update(point_options(task, cell.point))
+        return sweep
+    mine = [c for c in cell.ctx.store.cells() if c['checkpoint_sha256'] == identity]
+    chosen = best_point(sweep_values(mine, family, cell.ctx.first_seed), task)
+    cell.log(f'best of {len(cell.choose)} on val ({metric.name}): {point_label(chosen)}')
+    sweep['chosen'] = list(chosen)
+    options.update(point_options(task, chosen))
+    return sweep
