@@ -18,13 +18,12 @@ from ..data.ade20k import check_ade20k, check_split_dirs
 from ..data.coco import check_coco, check_coco_files
 from ..data.image_folder import list_image_folder
 from ..errors import USER_ERRORS, PipelineError
-from .recipe import RunConfig
+from .recipe import read_config
 from .spec import SuiteSpec
 
 __all__ = ['check_data', 'preflight']
 
-_SECTIONS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-_EVALUATORS = ('val_evaluator', 'test_evaluator')
+_SECTIONS = ('train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator', 'test_evaluator')
 
 
 def _ade20k(ds: dict[str, Any]) -> None:
@@ -75,11 +74,24 @@ def _datasets(node: Any) -> Iterator[dict[str, Any]]:
             yield from _datasets(value)
 
 
-def check_data(config: str, options: dict[str, Any]) -> None:
-    """Check every dataset and evaluator file of one stage's effective config; raise the first problem."""
-    cfg = RunConfig.read(config, options).cfg.to_dict()
+def effective_config(config: str, options: dict[str, Any], mode: str | None = None) -> dict[str, Any]:
+    """A stage's config as its command runs it: a probe mode's section (``fast_mode``) merged first, as the
+    probe command does, then the options."""
+    cfg = read_config(config)
+    if mode and f'{mode}_mode' in cfg:
+        cfg.merge_from_dict(cfg[f'{mode}_mode'])
+    cfg.merge_from_dict(options)
+    return cfg.to_dict()
+
+
+def check_data(
+    config: str, options: dict[str, Any], sections: tuple[str, ...] = _SECTIONS, mode: str | None = None
+) -> None:
+    """Check every dataset and evaluator file in ``sections`` of one stage's effective config; raise the
+    first problem."""
+    cfg = effective_config(config, options, mode)
     seen: set[str] = set()
-    for section in _SECTIONS:
+    for section in (s for s in sections if s.endswith('_dataloader')):
         for ds in _datasets(cfg.get(section)):
             key = repr(sorted((k, repr(v)) for k, v in ds.items() if k != 'pipeline'))
             if key in seen:
@@ -90,7 +102,7 @@ def check_data(config: str, options: dict[str, Any]) -> None:
                 check(ds)
             elif ds.get('data_root') and not Path(ds['data_root']).exists():
                 raise PipelineError(f'data root {ds["data_root"]} not found ({section}, {ds.get("type")})')
-    for section in _EVALUATORS:
+    for section in (s for s in sections if s.endswith('_evaluator')):
         evaluators = cfg.get(section) or []
         for evaluator in [evaluators] if isinstance(evaluators, dict) else evaluators:
             ann = evaluator.get('ann_file') if isinstance(evaluator, dict) else None
@@ -98,21 +110,22 @@ def check_data(config: str, options: dict[str, Any]) -> None:
                 raise PipelineError(f'annotation file {ann} not found ({section})')
 
 
-def _stages(spec: SuiteSpec) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(name, config, options) of every stage that reads data: pretraining stages, then the tasks."""
+def _stages(spec: SuiteSpec) -> Iterator[tuple[str, str, dict[str, Any], tuple[str, ...], str | None]]:
+    """(name, config, options, sections read, probe mode) of every stage that reads data: pretraining,
+    then the tasks."""
     for b in spec.backbones:
         if b.kind == 'pretrain':
-            yield f'{b.name}/pretrain', b.pretrain.config, b.pretrain.cfg_options
+            yield f'{b.name}/pretrain', b.pretrain.config, b.pretrain.cfg_options, ('train_dataloader',), None
     for t in spec.tasks:
-        yield t.name, t.config, t.cfg_options
+        yield t.name, t.config, t.cfg_options, t.task.data, t.mode
 
 
 def problems(spec: SuiteSpec) -> dict[str, str | None]:
     """Each stage's (and gated checkpoint's) pre-flight result: None when it passes, else its one line."""
     out: dict[str, str | None] = {}
-    for name, config, options in _stages(spec):
+    for name, config, options, sections, mode in _stages(spec):
         try:
-            check_data(config, options)
+            check_data(config, options, sections, mode)
             out[name] = None
         except USER_ERRORS as exc:
             out[name] = str(exc)

@@ -172,6 +172,8 @@ class Task:
         card: where its config states what the protocol card records.
         sweep_keys: the hyper-parameters a spec entry's ``sweep:`` may search, each with the config key it
             sets (``lr`` -> ``optim_wrapper.optimizer.lr``); fine-tuning tasks only.
+        data: the config sections whose datasets (and evaluator files) a cell reads: the pre-flight
+            checks these before a pipeline starts.
     """
 
     name: str
@@ -191,6 +193,13 @@ class Task:
         default_factory=lambda: CardKeys(head=('model.decode_head.type',), input='crop_size')
     )
     sweep_keys: dict[str, str] = field(default_factory=dict)
+    data: tuple[str, ...] = (
+        'train_dataloader',
+        'val_dataloader',
+        'test_dataloader',
+        'val_evaluator',
+        'test_evaluator',
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in ('finetune', 'probe'):
@@ -344,5 +353,6 @@ register_task(
             layers='model.backbone.layers',
             schedule={'': ('train_cfg.max_iters',), 'fast': ('fast_iters', 'train_cfg.max_iters')},
         ),
+        data=('train_dataloader', 'test_dataloader', 'test_evaluator'),  # the probe runs no validation
     )
 )
