@@ -130,7 +130,8 @@ def resolve_point(cell: Any, options: dict[str, Any], identity: str, extra: dict
         options.update(point_options(task, cell.point))
         return sweep
     mine = [c for c in cell.ctx.store.cells() if c['checkpoint_sha256'] == identity]
-    chosen = best_point(sweep_values(mine, family, cell.ctx.first_seed), task)
+    values = sweep_values(mine, family, cell.ctx.first_seed)
+    chosen = best_point({p: v for p, v in values.items() if p in cell.choose}, task)  # this grid's points
     cell.log(f'best of {len(cell.choose)} on val ({metric.name}): {point_label(chosen)}')
     sweep['chosen'] = list(chosen)
     options.update(point_options(task, chosen))
