@@ -203,7 +203,9 @@ def test_spec_sweep_and_timm_entries_are_checked(tmp_path):
 
     ok = dict(
         backbones=[
-            dict(name='d', timm='vit_base_patch14_reg4_dinov2', timm_kwargs={'depth': 4}, random=True)
+            dict(name='d', timm='vit_base_patch14_reg4_dinov2', timm_kwargs={'depth': 4}, random=True),
+            dict(name='m', checkpoint='https://dl.fbaipublicfiles.com/mae/pretrain/x.pth', size='330 MB'),
+            dict(name='g', timm='vit_base_patch16_dinov3', checkpoint=str(tmp_path / 'no.pth'), gated='ask'),
         ],
         ade20k=dict(config=ADE_B, sweep={'lr': [1e-4, 2e-4]}),
     )
@@ -213,6 +215,10 @@ def test_spec_sweep_and_timm_entries_are_checked(tmp_path):
         {'depth': 4},
     )
     assert spec.tasks[0].sweep == {'lr': [1e-4, 2e-4]}
+    assert (spec.backbones[1].size, spec.backbones[2].gated) == (
+        '330 MB',
+        'ask',
+    )  # a gated file may be absent
     bad = [
         (
             dict(ade20k=dict(config=ADE_B, sweep={'lrr': [1, 2]})),
