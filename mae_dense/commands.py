@@ -9,7 +9,7 @@ import sys
 COMMANDS = {
     'pipeline': (
         'mae_dense.suite.commands:pipeline_main',
-        'backbones x tasks x seeds -> results store -> leaderboard',
+        'backbones x tasks x seeds -> results store -> leaderboard (--dry-run: plan only)',
     ),
     'report': (
         'mae_dense.suite.commands:report_main',

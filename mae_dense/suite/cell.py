@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..checkpoint import file_sha256
+from .cards import card_of
 from .launch import Launcher, run_logged
 from .outputs import (
     CellState,
@@ -34,11 +35,21 @@ from .recipe import RunConfig, git_commit, trained_lr, versions
 from .schedule import one_line_reason
 from .spec import BackboneSpec, SuiteSpec, TaskSpec
 from .store import ResultStore, now
+from .sweeps import Point, point_label, resolve_point, sweep_points
 from .tables import UNKNOWN
 from .tasks import placement_fit
 from .weights import KEEP, backbone_weights, stage_dir
 
-__all__ = ['Cell', 'Context', 'FinetuneCell', 'PretrainCell', 'ProbeCell', 'backbone_weights', 'task_cell']
+__all__ = [
+    'Cell',
+    'Context',
+    'FinetuneCell',
+    'PretrainCell',
+    'ProbeCell',
+    'backbone_weights',
+    'task_cell',
+    'task_cells',
+]
 
 Devices = list[str] | None  # the GPUs a job was given (None: none known, or Slurm's)
 
@@ -231,21 +242,29 @@ class PretrainCell(Cell):
 
 @dataclass(frozen=True)
 class TaskCell(Cell):
-    """One (backbone, task, seed) run: its weights and config, the store check, the steps, the record."""
+    """One (backbone, task, seed) run: its weights and config, the store check, the steps, the record.
+
+    A swept task (``sweep:`` in its entry) has a cell per ``point`` on the first seed, and on every other
+    seed a cell whose ``choose`` lists the points: it depends on their cells and, when it starts, takes the
+    best point from the store (:func:`~.sweeps.best_point`).
+    """
 
     task: TaskSpec | None = None
     task_name: ClassVar[str] = ''
+    point: Point = ()
+    choose: tuple[Point, ...] = ()
 
     @property
     def stage(self) -> str:  # type: ignore[override]
-        return f'{self.task.name}-seed{self.seed}'
+        return f'{self.task.name}-seed{self.seed}' + (f'-{point_label(self.point)}' if self.point else '')
 
     def placeholder(self, **fields: Any) -> dict[str, Any]:
         return dict(super().placeholder(**fields), task=self.task.name)
 
     @property
     def key(self) -> str:
-        return f'{self.backbone.name}/{self.task.name}/seed{self.seed}'
+        base = f'{self.backbone.name}/{self.task.name}/seed{self.seed}'
+        return f'{base}/{point_label(self.point)}' if self.point else base
 
     @property
     def gpus(self) -> int:
@@ -257,7 +276,9 @@ class TaskCell(Cell):
 
     @property
     def after(self) -> tuple[str, ...]:
-        return (f'{self.backbone.name}/pretrain',) if self.backbone.kind == 'pretrain' else ()
+        first = f'{self.backbone.name}/{self.task.name}/seed{self.ctx.first_seed}'
+        points = tuple(f'{first}/{point_label(p)}' for p in self.choose)
+        return ((f'{self.backbone.name}/pretrain',) if self.backbone.kind == 'pretrain' else ()) + points
 
     @property
     def extra_fields(self) -> dict[str, Any]:
@@ -275,11 +296,13 @@ class TaskCell(Cell):
         if pretrained != KEEP:
             options[task.task.weights_key] = pretrained
         extra = {'mode': task.mode} if task.task.kind == 'probe' else None
+        sweep = resolve_point(self, options, identity, extra) if task.sweep else None
         b = self.backbone
         run = RunConfig.read(
             task.config, options, extra, placement_fit(task.task, b.arch, b.timm, b.timm_kwargs)
         )
         fields['config_hash'] = run.hash
+        fields['card'] = card_of(task.task, run.cfg, self.backbone, task.mode, sweep)
         fields['checkpoint'] = None if pretrained in (None, KEEP) else pretrained
         state = holder[0] = self.state({k: fields[k] for k in ('checkpoint_sha256', 'config_hash')})
         if state.done:
@@ -294,6 +317,8 @@ class TaskCell(Cell):
         state.save(status='running')
         commit = git_commit()
         record = self.steps(run, run.options, devices, state, commit)
+        if record['recipe'].get('lr') is not None:  # the lr the built optimizer (or the probe) really had
+            fields['card'] = dict(fields['card'], lr=record['recipe']['lr'])
         metrics, missing = task_metrics(task.task, state.steps)
         self.record(dict(fields, status='done', metrics=metrics, missing=missing, **record), commit)
         state.save(status='done')
@@ -398,7 +423,19 @@ class ProbeCell(TaskCell):
         return dict(model=recipe['model'], mode=result['mode'], recipe=recipe, curves={}, versions=versions())
 
 
-def task_cell(backbone: BackboneSpec, task: TaskSpec, seed: int, ctx: Context) -> TaskCell:
-    """The cell of a (backbone, task, seed): its variant follows the task's kind."""
+def task_cells(backbone: BackboneSpec, task: TaskSpec, seed: int, ctx: Context) -> list[TaskCell]:
+    """The cells of a (backbone, task, seed): one, or for a swept task a cell per point on the first seed
+    and one that chooses on every other seed. Their variant follows the task's kind."""
     kind = FinetuneCell if task.task.kind == 'finetune' else ProbeCell
-    return kind(backbone=backbone, seed=seed, ctx=ctx, task=task)
+    if not task.sweep:
+        return [kind(backbone=backbone, seed=seed, ctx=ctx, task=task)]
+    points = sweep_points(task.sweep)
+    if seed == ctx.first_seed:
+        return [kind(backbone=backbone, seed=seed, ctx=ctx, task=task, point=p) for p in points]
+    return [kind(backbone=backbone, seed=seed, ctx=ctx, task=task, choose=tuple(points))]
+
+
+def task_cell(backbone: BackboneSpec, task: TaskSpec, seed: int, ctx: Context) -> TaskCell:
+    """The one cell of an unswept (backbone, task, seed)."""
+    (cell,) = task_cells(backbone, task, seed, ctx)
+    return cell

@@ -10,6 +10,11 @@ Slurm job and the command returns once they are submitted; run again, it shows e
 the finished ones and submits what is missing (``--retry-failed``: the failed ones too); ``--wait`` blocks
 until every cell ended (:mod:`mae_dense.suite.cluster`).
 
+``mae-dense pipeline CONFIG --dry-run``: offline, starts nothing: every cell (sweep points included), every
+file to download (size from the config where given), the data pre-flight and an estimate of the GPU-hours.
+A real run first runs the pre-flight: a stage whose data root or annotation file is missing or fails its
+check stops the pipeline before anything (pretraining included) starts.
+
 ``mae-dense report --db FILE [--out DIR]``: the leaderboard rebuilt from a results store alone. Runs from
 different pipelines, machines and weeks that wrote to the same store appear in one leaderboard
 (``leaderboard.md``, ``.json``, ``.html`` and the figures).
@@ -56,10 +61,20 @@ def pipeline_main(argv: list[str] | None = None) -> int:
         '--retry-failed', action='store_true', help='launcher slurm: submit the failed cells again'
     )
     parser.add_argument('--poll', type=float, default=60.0, help='seconds between checks with --wait')
+    parser.add_argument(
+        '--dry-run',
+        action='store_true',
+        help='list the cells, downloads, data checks and a GPU-hours estimate; start nothing (offline)',
+    )
     args = parser.parse_args(argv)
 
     def _run() -> int:
         spec = load_spec(args.config, work_dir=args.work_dir, results_dir=args.results_dir, db=args.db)
+        if args.dry_run:
+            from .dryrun import dry_run
+
+            print('\n'.join(dry_run(spec)), flush=True)
+            return 0
         if spec.launcher == 'slurm':
             return _cluster(spec, args)
         suite = Suite(spec)

@@ -56,14 +56,18 @@ def bar_charts(records: list[dict[str, Any]], out_dir: Path, references=REFERENC
     """
     written = []
     benchmarks = sorted(
-        {r['benchmark'] for r in records if r['value'] is not None},
+        {r['benchmark'] for r in records if r['value'] is not None and r['status'] != 'sweep point'},
         key=lambda b: column_key(b, ''),
     )
     for bench in benchmarks:
-        mine = [r for r in records if r['benchmark'] == bench and r['value'] is not None]
-        refs = [ref for ref in references if ref[0] == bench]
+        mine = [
+            r
+            for r in records
+            if r['benchmark'] == bench and r['value'] is not None and r['status'] != 'sweep point'
+        ]
+        refs = [ref for ref in references if ref.benchmark == bench]
         metrics = sorted(
-            {r['metric'] for r in mine} | {ref[2] for ref in refs}, key=lambda m: column_key(bench, m)
+            {r['metric'] for r in mine} | {ref.metric for ref in refs}, key=lambda m: column_key(bench, m)
         )
         hashes = {r['config_hash'] for r in mine}
         series: dict[str, dict[str, tuple[float, float]]] = {}
@@ -72,8 +76,9 @@ def bar_charts(records: list[dict[str, Any]], out_dir: Path, references=REFERENC
             label += f' [cfg {r["config_hash"][:6]}]' if len(hashes) > 1 else ''
             series.setdefault(label, {})[r['metric']] = (r['value'], r['std'] or 0.0)
         published: dict[str, dict[str, tuple[float, float]]] = {}
-        for _b, model, metric, value, source in refs:
-            published.setdefault(f'published {model}: {source}', {})[metric] = (value, 0.0)
+        for ref in refs:
+            label = f'published {ref.label} {ref.model}: {ref.source}'
+            published.setdefault(label, {})[ref.metric] = (ref.value, 0.0)
         everything = [(k, v, False) for k, v in series.items()] + [(k, v, True) for k, v in published.items()]
         fig = _figure(
             figsize=(max(6.0, 1.2 + 0.45 * len(everything) * len(metrics)), 4.2), layout='constrained'

@@ -7,22 +7,23 @@ store alone has the same tables.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import html as H
+from .board import Matrix, matrix
 from .figures import bar_charts, curve_charts, slug
 from .references import REFERENCES
 from .store import ResultStore
 from .tables import (
-    Matrix,
+    cards_table,
     environment_lines,
     leaderboard_records,
     markdown_table,
-    matrix,
     published_table,
     recipes_table,
     results_table,
+    sweeps_table,
 )
 
 _FIGURE_CAPTIONS = {
@@ -32,7 +33,7 @@ _FIGURE_CAPTIONS = {
 # what leaderboard.json keeps of each cell (its curves are in the figures and the store)
 _RUN_KEYS = (
     *('backbone', 'checkpoint_sha256', 'checkpoint', 'model', 'task', 'config', 'config_hash', 'seed'),
-    *('status', 'reason', 'mode', 'metrics', 'missing', 'recipe', 'git_commit', 'date', 'pipeline'),
+    *('status', 'reason', 'mode', 'metrics', 'missing', 'recipe', 'card', 'git_commit', 'date', 'pipeline'),
 )
 
 
@@ -43,7 +44,7 @@ class _Sections:
     title: str
     board: Matrix
     notes: list[str]  # the matrix's numbered notes
-    tables: dict[str, tuple[list[str], list[list[str]]]]  # published, recipes, results: (headers, rows)
+    tables: dict[str, tuple[list[str], list[list[str]]]]  # published, cards, sweeps, recipes, results
     env: list[str]
     figures: list[tuple[str, str]]  # (file name, caption)
 
@@ -71,6 +72,10 @@ def _write_markdown(out_dir: Path, r: _Sections) -> Path:
     ]
     md += markdown_table(r.board.headers, r.board.rows)
     md += ([''] + r.notes) if r.notes else []
+    md += ['', '## Protocols (numbers are ranked together only within one)', ''] + r.board.protocols
+    md += ['', '## Protocol cards', ''] + markdown_table(*r.tables['cards'])
+    if r.tables['sweeps'][1]:
+        md += ['', '## Per-row searches (every point kept)', ''] + markdown_table(*r.tables['sweeps'])
     md += ['', '## Published numbers', ''] + markdown_table(*r.tables['published'])
     md += ['', '## Recipes (effective)', ''] + markdown_table(*r.tables['recipes'])
     md += [''] + r.env if r.env else []
@@ -87,6 +92,7 @@ def _write_json(
     records: list[dict],
     cells: list[dict],
     figures: list[tuple[str, str]],
+    board_protocols: list[str],
 ) -> None:
     """``leaderboard.json``: the records, the published numbers, every run's summary, the figure names."""
     (out_dir / 'leaderboard.json').write_text(
@@ -95,9 +101,8 @@ def _write_json(
                 title=title,
                 store=str(store.path),
                 results=records,
-                references=[
-                    dict(benchmark=b, model=m, metric=me, value=v, source=s) for b, m, me, v, s in REFERENCES
-                ],
+                protocols=board_protocols,
+                references=[asdict(ref) for ref in REFERENCES],
                 runs=[{k: c.get(k) for k in _RUN_KEYS} for c in cells],
                 figures=[name for name, _ in figures],
             ),
@@ -113,8 +118,12 @@ def _write_html(out_dir: Path, r: _Sections) -> None:
     sections = [
         (
             'Leaderboard (mean ± std over seeds)',
-            H.table_html('matrix', r.board.headers, r.board.rows, classes) + H.paragraph(r.notes),
+            H.table_html('matrix', r.board.headers, r.board.rows, classes)
+            + H.paragraph(r.notes)
+            + H.paragraph(r.board.protocols),
         ),
+        ('Protocol cards', H.table_html('cards', *r.tables['cards'])),
+        ('Per-row searches (every point kept)', H.table_html('sweeps', *r.tables['sweeps'])),
         (
             'Results (one record per backbone, benchmark, metric)',
             H.table_html('results', *r.tables['results']),
@@ -142,12 +151,16 @@ def write_report(store: ResultStore, out_dir: str | Path, title: str = 'mae-dens
         board=board,
         notes=[f'({i}) {n}' for i, n in enumerate(board.notes, 1)],
         tables=dict(
-            published=published_table(), recipes=recipes_table(cells), results=results_table(records)
+            published=published_table(),
+            cards=cards_table(records),
+            sweeps=sweeps_table(records),
+            recipes=recipes_table(cells),
+            results=results_table(records),
         ),
         env=environment_lines(cells),
         figures=figures,
     )
     md_path = _write_markdown(out_dir, sections)
-    _write_json(out_dir, title, store, records, cells, figures)
+    _write_json(out_dir, title, store, records, cells, figures, board.protocols)
     _write_html(out_dir, sections)
     return md_path

@@ -12,13 +12,28 @@ import os
 import sys
 import threading
 
-from .cell import Cell, Context, PretrainCell, task_cell
+from .cell import Cell, Context, PretrainCell, task_cells
 from .panels import draw_figures
+from .preflight import preflight
 from .schedule import Job, run_jobs, visible_devices
 from .spec import SuiteSpec
 from .weights import backbone_weights
 
-__all__ = ['Suite']
+__all__ = ['Suite', 'pipeline_cells']
+
+
+def pipeline_cells(spec: SuiteSpec, ctx: Context) -> list[Cell]:
+    """Pretraining stages first, then the cells task by task, seed by seed, backbone by backbone (a swept
+    task: its points on the first seed, then a choosing cell per other seed)."""
+    first = spec.seeds[0]
+    cells: list[Cell] = [
+        PretrainCell(backbone=b, seed=first, ctx=ctx) for b in spec.backbones if b.kind == 'pretrain'
+    ]
+    for task in spec.tasks:
+        for seed in spec.seeds:
+            for b in spec.backbones:
+                cells += task_cells(b, task, seed, ctx)
+    return cells
 
 
 class Suite:
@@ -35,17 +50,8 @@ class Suite:
         self.store = self.ctx.store
 
     def cells(self) -> list[Cell]:
-        """Pretraining stages first, then the cells task by task, seed by seed, backbone by backbone."""
-        first = self.spec.seeds[0]
-        cells: list[Cell] = [
-            PretrainCell(backbone=b, seed=first, ctx=self.ctx)
-            for b in self.spec.backbones
-            if b.kind == 'pretrain'
-        ]
-        for task in self.spec.tasks:
-            for seed in self.spec.seeds:
-                cells += [task_cell(b, task, seed, self.ctx) for b in self.spec.backbones]
-        return cells
+        """Every cell of the pipeline (:func:`pipeline_cells`)."""
+        return pipeline_cells(self.spec, self.ctx)
 
     def prepare(self) -> None:
         """Fetch and hash every given checkpoint before any cell runs (a bad URL stops here, in one line)."""
@@ -54,7 +60,9 @@ class Suite:
                 backbone_weights(backbone, self.spec.work_dir)
 
     def run(self) -> dict[str, str | None]:
-        """Run every cell; return each cell's failure reason (None: finished)."""
+        """Check the data (the pre-flight), then run every cell; return each cell's failure reason (None:
+        finished)."""
+        preflight(self.spec)
         self.spec.work_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         cells = {c.key: c for c in self.cells()}

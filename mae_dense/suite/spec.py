@@ -13,11 +13,14 @@ A pipeline config (YAML, or Python defining ``pipeline = dict(...)``)::
       - {name: official, checkpoint: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth}
       - {name: scratch, random: true}
       - {name: mae-large, checkpoint: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth,
-         arch: large}              # another size: each task puts it into its config (its Placement)
-      - {name: dinov2, timm: vit_base_patch14_reg4_dinov2, checkpoint: dinov2_vitb14_reg4_pretrain.pth}
-      - {name: tiny-siglip, timm: vit_base_patch16_siglip_224, random: true,
-         timm_kwargs: {embed_dim: 96, depth: 4, num_heads: 3}}   # any ViT family timm builds
-    ade20k: {config: configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py, ms_flip: true}
+         arch: large, size: 1.2 GB}  # another size: each task puts it into its config (its Placement);
+                                   # size: the download's size, shown by --dry-run (optional)
+      - {name: dinov2-b, timm: vit_base_patch14_reg4_dinov2, checkpoint: FILE_OR_URL}  # any ViT family timm builds
+      - {name: dinov3-b, timm: vit_base_patch16_dinov3, checkpoint: ckpt/dinov3_vitb16.pth,
+         gated: request access at ...}  # weights behind a licence form: the user supplies the file
+    ade20k: {config: configs/ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py, ms_flip: true,
+             sweep: {lr: [1e-4, 2e-4, 4e-4]}}  # per-row search: each point on the first seed, the best
+                                               # (on the task's first metric, on val) on the other seeds
     coco: {config: configs/coco/mask-rcnn_vit-b-mae_lsj-100e_coco.py}
     probe: {config: <an ADE20K linear-probe config>, mode: fast}
     report: {title: my backbones}
@@ -59,7 +62,7 @@ _TOP_KEYS = (
     'qualitative',
     'report',
 )
-_BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random', 'arch', 'timm', 'timm_kwargs')
+_BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random', 'arch', 'timm', 'timm_kwargs', 'size', 'gated')
 _ARCH_KEYS = ('embed_dim', 'depth', 'num_heads', 'patch_size')
 _PRETRAIN_KEYS = ('config', 'cfg_options', 'gpus')
 _PROBE_MODULE = 'mae_dense.cli.probe'
@@ -100,8 +103,10 @@ class BackboneSpec:
     here first), ``'random'`` (from scratch) or ``'config'`` (the task configs' own ``pretrained``: the
     older single-backbone form without ``pretrain:``). ``arch``: its size when it is not the task configs'
     (``arch: large``, or ``{embed_dim, depth, num_heads, patch_size}``); None: the configs' own.
-    ``timm``: a timm model name (any ViT family timm builds), with ``timm_kwargs`` for ``timm.create_model``
-    (sizes timm does not name); its checkpoint is a release file read through timm's filter, or random.
+    ``timm``: a timm model name (the architecture comes from timm, the weights from ``checkpoint`` in
+    their release layout), ``timm_kwargs``: its extra arguments (sizes timm does not name). ``size``: the
+    download's size as the pipeline file states it (None: unknown offline). ``gated``: the weights sit
+    behind a licence form: where to ask for them; the user puts the file at ``checkpoint``.
     """
 
     name: str
@@ -111,6 +116,8 @@ class BackboneSpec:
     arch: Arch | None = None
     timm: str | None = None
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    size: str | None = None
+    gated: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class TaskSpec:
 
     ``switches``: the entry's on/off keys of its task's test protocols (``ms_flip``); ``mode`` and
     ``module``: a probe's mode (``fast``/``augmented``) and the module run as ``python -m MODULE``.
+    ``sweep``: the per-row search, hyper-parameter -> values (a fine-tuning task's ``sweep_keys``).
     """
 
     name: str
@@ -128,6 +136,7 @@ class TaskSpec:
     switches: dict[str, bool] = field(default_factory=dict)
     mode: str | None = None
     module: str | None = None
+    sweep: dict[str, list] = field(default_factory=dict)
 
     @property
     def task(self) -> Task:
@@ -220,12 +229,31 @@ def _pretrain(raw: Any, where: str, gpus: int) -> PretrainSpec:
     )
 
 
-def _checkpoint(value: Any, where: str) -> str:
+def _checkpoint(value: Any, where: str, gated: str | None = None) -> str:
+    """A checkpoint path (resolved) or URL; a gated one may be missing until the pre-flight checks it."""
     if not isinstance(value, str) or not value:
         raise PipelineError(f'{where}: checkpoint must be a path or URL, got {value!r}')
-    if not is_url(value) and not Path(value).expanduser().is_file():
+    if gated is not None and is_url(value):
+        raise PipelineError(f'{where}: gated weights have no URL: give the local file the user puts there')
+    if not is_url(value) and not Path(value).expanduser().is_file() and gated is None:
         raise PipelineError(f'{where}: checkpoint {value}: file not found')
     return value if is_url(value) else str(Path(value).expanduser().resolve())
+
+
+def _extras(raw: dict, where: str) -> dict[str, Any]:
+    """The optional fields of a backbone entry: timm model name and arguments, download size, gating."""
+    timm, kwargs = _timm(raw, where)
+    gated = raw.get('gated')
+    if gated is not None and (not isinstance(gated, str) or raw.get('checkpoint') is None):
+        raise PipelineError(
+            f'{where}: gated takes a line saying where to ask for the weights, with a checkpoint'
+        )
+    size = raw.get('size')
+    if size is not None and not isinstance(size, (str, int)):
+        raise PipelineError(
+            f'{where}: size must be a text such as "330 MB" or a number of bytes, got {size!r}'
+        )
+    return dict(timm=timm, timm_kwargs=kwargs, size=None if size is None else str(size), gated=gated)
 
 
 def _arch(value: Any, where: str) -> Arch | None:
@@ -322,26 +350,17 @@ def _backbones(cfg: dict, src: str, gpus: int) -> list[BackboneSpec]:
                 f'got {given or "none"}'
             )
         arch = _arch(raw.get('arch'), where)
-        timm, timm_kwargs = _timm(raw, where)
+        extras = _extras(raw, where)
         if given == ['random']:
             if raw['random'] is not True:
                 raise PipelineError(f'{where}: random must be true, got {raw["random"]!r}')
-            out.append(BackboneSpec(name=name, kind='random', arch=arch, timm=timm, timm_kwargs=timm_kwargs))
+            out.append(BackboneSpec(name=name, kind='random', arch=arch, **extras))
         elif given == ['checkpoint']:
-            ckpt = _checkpoint(raw['checkpoint'], where)
-            out.append(
-                BackboneSpec(
-                    name=name,
-                    kind='checkpoint',
-                    checkpoint=ckpt,
-                    arch=arch,
-                    timm=timm,
-                    timm_kwargs=timm_kwargs,
-                )
-            )
+            ckpt = _checkpoint(raw['checkpoint'], where, extras['gated'])
+            out.append(BackboneSpec(name=name, kind='checkpoint', checkpoint=ckpt, arch=arch, **extras))
         else:
             stage = _pretrain(raw['pretrain'], f'{where}.pretrain', gpus)
-            out.append(BackboneSpec(name=name, kind='pretrain', pretrain=stage, arch=arch))
+            out.append(BackboneSpec(name=name, kind='pretrain', pretrain=stage, arch=arch, **extras))
     return out
 
 
@@ -351,10 +370,27 @@ def _stem(path: str) -> str:
     return re.sub(r'[^A-Za-z0-9._+-]+', '_', stem) or 'backbone'
 
 
+def _sweep(task: Task, raw: Any, where: str) -> dict[str, list]:
+    """A task entry's ``sweep:``: hyper-parameter -> distinct numbers, each a key of the task's table entry."""
+    sweep = _mapping(raw, where)
+    check_keys(where, sweep, task.sweep_keys)
+    for key, values in sweep.items():
+        if (
+            not isinstance(values, list)
+            or len(values) < 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values)
+            or len(set(values)) != len(values)
+        ):
+            raise PipelineError(
+                f'{where}.{key}: expected a list of at least 2 distinct numbers, got {values!r}'
+            )
+    return sweep
+
+
 def _task(task: Task, raw: Any, src: str, gpus: int) -> TaskSpec:
     where = f'{src}: {task.name}'
     raw = _mapping(raw, where)
-    check_keys(where, raw, task.spec_keys)
+    check_keys(where, raw, (*task.spec_keys, 'sweep') if task.sweep_keys else task.spec_keys)
     if 'config' not in raw:
         raise PipelineError(f'{where} needs a config')
     mode = module = None
@@ -374,6 +410,7 @@ def _task(task: Task, raw: Any, src: str, gpus: int) -> TaskSpec:
         switches=switches,
         mode=mode,
         module=module,
+        sweep=_sweep(task, raw.get('sweep'), f'{where}.sweep') if raw.get('sweep') is not None else {},
     )
 
 

@@ -3,7 +3,7 @@
 A cell is identified by its backbone's checkpoint (sha256 of the file; ``random`` for a from-scratch
 backbone), its task, its config hash and its seed: the same cell run again, by another pipeline, on another
 machine, weeks later, is not counted twice. A failed cell is kept with its one-line reason until a later
-run of the same cell succeeds. Figures (qualitative panels, reconstructions) are kept per backbone, so
+run of the same cell succeeds. Every cell carries its protocol card (:mod:`.cards`). Figures (qualitative panels, reconstructions) are kept per backbone, so
 ``mae-dense report --db FILE`` rebuilds the whole report from the store alone.
 """
 
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS cells (
     missing TEXT NOT NULL DEFAULT '{}',
     recipe TEXT NOT NULL DEFAULT '{}',
     curves TEXT NOT NULL DEFAULT '{}',
+    card TEXT NOT NULL DEFAULT '{}',
     versions TEXT NOT NULL DEFAULT '{}',
     git_commit TEXT,
     date TEXT NOT NULL,
@@ -55,7 +56,13 @@ CREATE TABLE IF NOT EXISTS figures (
     UNIQUE (checkpoint_sha256, backbone, kind)
 );
 """
-_JSON_COLUMNS = ('metrics', 'missing', 'recipe', 'curves', 'versions')
+_JSON_COLUMNS = ('metrics', 'missing', 'recipe', 'curves', 'card', 'versions')
+# PRAGMA user_version of the schema above; older stores are migrated on open (:data:`_MIGRATIONS`)
+SCHEMA_VERSION = 1
+_MIGRATIONS = {
+    # 0 -> 1: protocol cards; cells stored before them keep an empty card (shown as 'no card')
+    0: ("ALTER TABLE cells ADD COLUMN card TEXT NOT NULL DEFAULT '{}'",),
+}
 _IDENTITY = 'checkpoint_sha256 = ? AND task = ? AND config_hash = ? AND seed = ?'  # a cell, in SQL
 _COLUMNS = (
     'backbone',
@@ -92,9 +99,24 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             try:
+                version = db.execute('PRAGMA user_version').fetchone()[0]
+                fresh = db.execute("SELECT name FROM sqlite_master WHERE name = 'cells'").fetchone() is None
                 db.executescript(SCHEMA)
             except sqlite3.DatabaseError as exc:
                 raise PipelineError(f'{self.path}: not a results store ({exc})') from None
+            self._migrate(db, SCHEMA_VERSION if fresh else version)
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """Bring a store of an older schema up to :data:`SCHEMA_VERSION` (a newer one is refused)."""
+        if version > SCHEMA_VERSION:
+            raise PipelineError(
+                f'{self.path}: results store schema {version} is newer than this mae-dense ({SCHEMA_VERSION}); '
+                'upgrade mae-dense'
+            )
+        for step in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[step]:
+                db.execute(statement)
+        db.execute(f'PRAGMA user_version = {SCHEMA_VERSION}')
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

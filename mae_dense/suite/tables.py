@@ -1,4 +1,5 @@
-"""The leaderboard's numbers: flat records (mean ± std over seeds) and the backbone x benchmark matrix.
+"""The leaderboard's numbers: flat records (mean ± std over seeds, each with its protocol card) and the
+tables beside the matrix (:mod:`.board`): published numbers, results, cards, sweeps, recipes.
 
 Everything here is computed from the results store's cells alone, so a report rebuilt from the store
 (``mae-dense report --db``) has the same tables as the pipeline's.
@@ -7,11 +8,12 @@ Everything here is computed from the results store's cells alone, so a report re
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
+from .cards import describe_protocol, with_test
 from .references import REFERENCES
+from .sweeps import point_label, sweep_status
 from .tasks import TASKS, benchmark_order, metric_rank, task_of_benchmark
 
 UNKNOWN = 'unknown'
@@ -52,9 +54,11 @@ def _group_cells(cells: list[dict[str, Any]]) -> dict[tuple, list[dict]]:
 
 
 def _record_base(group: tuple, members: list[dict]) -> dict[str, Any]:
-    """What the records of one group share: who ran what, and the seeds that failed."""
+    """What the records of one group share: who ran what, its card, and the seeds that failed."""
     backbone, sha, name, chash, mode = group
+    card = next((c['card'] for c in members if c.get('card')), {})
     return dict(
+        card=card,
         backbone=backbone,
         checkpoint_sha256=sha,
         model=next((c['model'] for c in members if c.get('model')), None),
@@ -72,8 +76,10 @@ def _record(
 ) -> dict[str, Any]:
     """One record: ``base`` and the mean ± std of the (seed, value) pairs of ``metric``."""
     nums = [v for _, v in values]
+    protocol = with_test(base['card'], TASKS[base['task']].ms_flip(metric))
     return dict(
         base,
+        protocol=None if protocol is None else protocol.__dict__,
         metric=metric,
         value=statistics.mean(nums) if nums else None,
         std=statistics.stdev(nums) if len(nums) > 1 else None,
@@ -100,178 +106,78 @@ def leaderboard_records(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per (backbone, checkpoint, benchmark, metric, mode, config hash), over the seeds.
 
     Each record: backbone, checkpoint_sha256, model, benchmark, task, metric, mode, value (mean), std (None
-    for one seed), n, seeds, config_hash, config, status ('done', 'missing': finished cells that did not
-    report the metric, 'failed': no seed finished), reason, failed ([{seed, reason}] of failed seeds).
+    for one seed), n, seeds, config_hash, config, card (the cell's protocol card), protocol (the card's
+    comparability fields for this number; None without a card), status ('done', 'missing': finished cells
+    that did not report the metric, 'failed': no seed finished, 'sweep point': a searched point that was
+    not the best), reason, failed ([{seed, reason}] of failed seeds), sweep (the point, N, chosen or not).
     """
     records = []
+    swept = sweep_status(cells)
     for group, members in _group_cells(cells).items():
         base = _record_base(group, members)
+        base['sweep'] = swept.get(group[:4])
         done = sorted((c for c in members if c['status'] == 'done'), key=lambda c: c['seed'])
         if done:
-            records += _metric_records(base, done)
+            mine = _metric_records(base, done)
+            if base['sweep'] is not None and not base['sweep']['chosen']:
+                mine = [dict(r, status='sweep point') for r in mine]
+            records += mine
         else:  # a failed cell shows as failed under each of its columns
             for metric in TASKS[group[2]].metric_names:
                 records.append(_record(base, metric, [], 'failed', base['failed'][0]['reason']))
     return records
 
 
-@dataclass
-class Matrix:
-    """Rows = backbones then published rows, columns = benchmark/metric; cells are display strings."""
-
-    headers: list[str]
-    rows: list[list[str]]
-    notes: list[str] = field(default_factory=list)
-    backbone_rows: int = 0
-
-
-def _column_key(r: dict) -> tuple:
-    return (r['benchmark'], r['metric'], r['mode'], r['config_hash'])
-
-
-def _in_column(r: dict, c: tuple) -> bool:
-    """Whether record ``r`` shows in column ``c``; one with no config hash, in every column of its
-    (benchmark, metric, mode)."""
-    return _column_key(r) == c or (r['config_hash'] == UNKNOWN and _column_key(r)[:3] == c[:3])
-
-
-def _unknown_checkpoint(sha: str) -> bool:
-    """A failure from before the checkpoint was hashed: ``unknown:<backbone>``."""
-    return sha.startswith(f'{UNKNOWN}:')
-
-
-def _columns(records: list[dict[str, Any]], references) -> list[tuple]:
-    """The (benchmark, metric, mode, config hash) columns of the records and published numbers, in order."""
-    known = [r for r in records if r['config_hash'] != UNKNOWN]
-    columns = sorted({_column_key(r) for r in known}, key=lambda k: (column_key(*k[:2]), k[2] or '', k[3]))
-    for r in records:  # failures with no config hash: their own column only where none exists
-        if r['config_hash'] == UNKNOWN and not any(_in_column(r, c) for c in columns):
-            columns.append(_column_key(r))
-    for bench, _model, metric, _value, _source in references:
-        if not any(c[0] == bench and c[1] == metric for c in columns):
-            columns.append((bench, metric, None, None))
-    columns.sort(key=lambda k: (column_key(*k[:2]), k[2] or '', k[3] or ''))
-    return columns
-
-
-def _column_labels(columns: list[tuple]) -> list[str]:
-    """The columns' headers; a config hash shows only where two configs ran the same benchmark and metric."""
-    hashes: dict[tuple, set] = {}
-    for c in columns:
-        hashes.setdefault(c[:3], set()).add(c[3])
-    labels = []
-    for c in columns:
-        text = f'{c[0]} {c[1]}' + (' (lower is better)' if lower_is_better(c[0], c[1]) else '')
-        text += f' ({c[2]})' if c[2] else ''
-        labels.append(text + (f' [cfg {c[3][:6]}]' if len(hashes[c[:3]]) > 1 and c[3] else ''))
-    return labels
-
-
-def _row_keys(records: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
-    """(backbone, checkpoint) of each row: one per backbone name (checkpoint None), but a name with two
-    checkpoints gets one row per checkpoint."""
-    shas: dict[str, list[str]] = {}
-    for r in records:
-        s = shas.setdefault(r['backbone'], [])
-        if r['checkpoint_sha256'] not in s and not _unknown_checkpoint(r['checkpoint_sha256']):
-            s.append(r['checkpoint_sha256'])
-    row_keys: list[tuple[str, str | None]] = []
-    for r in records:
-        names = shas[r['backbone']]
-        sha = None if len(names) <= 1 else r['checkpoint_sha256']
-        if sha is not None and _unknown_checkpoint(sha):
-            sha = names[0]
-        if (r['backbone'], sha) not in row_keys:
-            row_keys.append((r['backbone'], sha))
-    return row_keys
-
-
-def _backbone_row(
-    records: list[dict[str, Any]],
-    backbone: str,
-    sha: str | None,
-    columns: list[tuple],
-    note: Callable[[str], str],
-) -> list[str]:
-    """The row of ``backbone`` at checkpoint ``sha`` (None: its only one): name, model, a cell per column."""
-    mine = [
-        r
-        for r in records
-        if r['backbone'] == backbone
-        and (sha is None or r['checkpoint_sha256'] in (sha, f'{UNKNOWN}:{backbone}'))
-    ]
-    model = next((r['model'] for r in mine if r['model']), '')
-    row = [backbone + (f' @{sha[:8]}' if sha else ''), model]
-    return row + [_cell([r for r in mine if _in_column(r, c)], backbone, note) for c in columns]
-
-
-def _published_rows(references, columns: list[tuple]) -> list[list[str]]:
-    """One row per (source, model) of the published numbers, filled in the columns of their metrics."""
-    sources: dict[tuple[str, str], dict[tuple, float]] = {}
-    for bench, model, metric, value, source in references:
-        sources.setdefault((source, model), {})[(bench, metric)] = value
-    rows = []
-    for (source, model), values in sources.items():
-        row = [f'published: {source}', model]
-        row += [fmt(values.get(c[:2])) if c[:2] in values else '' for c in columns]
-        rows.append(row)
-    return rows
-
-
-def matrix(records: list[dict[str, Any]], references=REFERENCES) -> Matrix:
-    """The backbone x (benchmark, metric) table with mean ± std cells, published rows and notes.
-
-    A column is one (benchmark, metric, probe mode, config hash); the hash shows in its label only where
-    two configs ran the same benchmark. A failure from before the config was read (hash unknown) sits
-    under every column of its benchmark.
-    """
-    columns = _columns(records, references)
-    notes: list[str] = []
-
-    def note(text: str) -> str:
-        if text not in notes:  # one note for a failed cell, however many metrics it leaves empty
-            notes.append(text)
-        return f'({notes.index(text) + 1})'
-
-    rows = [_backbone_row(records, backbone, sha, columns, note) for backbone, sha in _row_keys(records)]
-    n_backbones = len(rows)
-    rows += _published_rows(references, columns)
-    return Matrix(
-        headers=['backbone', 'model', *_column_labels(columns)],
-        rows=rows,
-        notes=notes,
-        backbone_rows=n_backbones,
-    )
-
-
-def _cell(hits: list[dict], backbone: str, note) -> str:
-    """One matrix cell from the records that fall in it (normally one)."""
-    done = [r for r in hits if r['status'] == 'done']
-    if done:
-        r = done[0]
-        text = fmt(r['value'], r['std'], r['n'])
-        if r['failed']:
-            seeds = ', '.join(str(f['seed']) for f in r['failed'])
-            text += ' ' + note(
-                f'{backbone} / {r["benchmark"]} / seed {seeds} failed: {r["failed"][0]["reason"]}'
-            )
-        return text
-    missing = [r for r in hits if r['status'] == 'missing']
-    if missing:
-        r = missing[0]
-        return '— ' + note(f'{backbone} / {r["benchmark"]} {r["metric"]}: {r["reason"]}')
-    failed = [r for r in hits if r['status'] == 'failed']
-    if failed:
-        r = failed[0]
-        seeds = ', '.join(str(f['seed']) for f in r['failed'])
-        return 'failed ' + note(f'{backbone} / {r["benchmark"]} / seed {seeds}: {r["reason"]}')
-    return ''
-
-
 def published_table() -> tuple[list[str], list[list[str]]]:
-    """The published numbers with their sources."""
-    headers = ['benchmark', 'model', 'metric', 'published', 'source']
-    return headers, [[b, m, me, f'{v:.2f}', s] for b, m, me, v, s in REFERENCES]
+    """The published numbers with their sources and protocols."""
+    headers = ['benchmark', 'model', 'pre-training', 'metric', 'published', 'source', 'protocol']
+    return headers, [
+        [r.benchmark, r.model, r.label, r.metric, f'{r.value:.2f}', r.source, describe_protocol(r.protocol)]
+        for r in REFERENCES
+    ]
+
+
+def cards_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The protocol card of every (backbone, benchmark, config) shown: what each number was measured under."""
+    headers = ['backbone', 'benchmark', 'source', 'patch', 'rel-pos at transfer', 'windows at transfer']
+    headers += ['protocol', 'lr', 'lr searched', 'seeds', 'config hash']
+    rows, seen = [], set()
+    for r in records:
+        card, key = r.get('card') or {}, (r['backbone'], r['checkpoint_sha256'], r['task'], r['config_hash'])
+        if not card or key in seen or r['status'] == 'sweep point':
+            continue
+        seen.add(key)
+        lr = '—' if card.get('lr') is None else f'{card["lr"]:.4g}'
+        source = card['source'] + (f' {card["timm_kwargs"]}' if card.get('timm_kwargs') else '')
+        protocol = describe_protocol(with_test(card, False)) + (f' ({r["mode"]})' if r['mode'] else '')
+        rows.append(
+            [
+                r['backbone'],
+                r['benchmark'],
+                source,
+                str(card.get('patch_size')),
+                card['rel_pos'],
+                card['windows'],
+            ]
+            + [protocol, lr, card['lr_searched'], ', '.join(map(str, r['seeds'])), r['config_hash']]
+        )
+    return headers, rows
+
+
+def sweeps_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Every point of every per-row search, its selection metric on the first seed, and the chosen one."""
+    headers = ['backbone', 'benchmark', 'point', 'selection metric', 'value (first seed)', 'chosen']
+    rows, seen = [], set()
+    for r in records:
+        s = r.get('sweep')
+        key = (r['backbone'], r['checkpoint_sha256'], r['task'], r['config_hash'])
+        if s is None or key in seen:
+            continue
+        seen.add(key)
+        value = '—' if s['value'] is None else f'{s["value"]:.2f}'
+        chosen = f'best of {s["n"]} on val' if s['chosen'] else ''
+        rows.append([r['backbone'], r['benchmark'], point_label(s['point']), s['on'], value, chosen])
+    return headers, rows
 
 
 def results_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

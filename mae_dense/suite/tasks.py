@@ -18,6 +18,7 @@ from ..models.archs import Arch
 
 __all__ = [
     'TASKS',
+    'CardKeys',
     'Metric',
     'Placement',
     'Task',
@@ -71,6 +72,27 @@ class TestProtocol:
     flags: tuple[str, ...] = ()
     what: str = 'test'
     switch: str | None = None
+    ms_flip: bool = False  # the protocol card's 'single scale or ms+flip'
+
+
+@dataclass(frozen=True)
+class CardKeys:
+    """Where a task's config states what its protocol card records (:mod:`mae_dense.suite.cards`).
+
+    Args:
+        head: config keys whose values name the head (joined with '+', e.g. decode head and neck).
+        input: the key of the input size (crop or image size).
+        layers: the key of the blocks feeding the head (None: the last block only).
+        schedule: by probe mode ('' for any other): the keys tried in order for the schedule length
+            (``..._iters`` in iterations, ``...epochs`` in epochs).
+    """
+
+    head: tuple[str, ...]
+    input: str
+    layers: str | None = None
+    schedule: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {'': ('train_cfg.max_iters', 'train_cfg.max_epochs')}
+    )
 
 
 @dataclass(frozen=True)
@@ -177,6 +199,11 @@ class Task:
         curves: validation keys of mmengine's ``scalars.json`` kept as curves: key -> (name, scale).
         qualitative: which panel its predictions feed (``'segmentation'``, ``'detection'``) or None.
         placement: where a backbone of another size goes in its config (None: the config's size only).
+        card: where its config states what the protocol card records.
+        sweep_keys: the hyper-parameters a spec entry's ``sweep:`` may search, each with the config key it
+            sets (``lr`` -> ``optim_wrapper.optimizer.lr``); fine-tuning tasks only.
+        data: the config sections whose datasets (and evaluator files) a cell reads: the pre-flight
+            checks these before a pipeline starts.
     """
 
     name: str
@@ -192,10 +219,23 @@ class Task:
     curves: dict[str, tuple[str, float]] = field(default_factory=dict)
     qualitative: str | None = None
     placement: Placement | None = None
+    card: CardKeys = field(
+        default_factory=lambda: CardKeys(head=('model.decode_head.type',), input='crop_size')
+    )
+    sweep_keys: dict[str, str] = field(default_factory=dict)
+    data: tuple[str, ...] = (
+        'train_dataloader',
+        'val_dataloader',
+        'test_dataloader',
+        'val_evaluator',
+        'test_evaluator',
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in ('finetune', 'probe'):
             raise ValueError(f"task {self.name}: kind={self.kind!r}, expected 'finetune' or 'probe'")
+        if self.sweep_keys and self.kind != 'finetune':
+            raise ValueError(f'task {self.name}: a sweep is for fine-tuning tasks (a probe sweeps its heads)')
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -204,8 +244,26 @@ class Task:
     def metric(self, name: str) -> Metric | None:
         return next((m for m in self.metrics if m.name == name), None)
 
+    def ms_flip(self, metric: str) -> bool:
+        """Whether ``metric`` comes from an ms+flip test."""
+        found = self.metric(metric)
+        return found is not None and any(t.step == found.step and t.ms_flip for t in self.tests)
+
+    @property
+    def selection(self) -> Metric:
+        """The metric a sweep chooses its best point on: the first (the validation split's, as the shipped
+        configs test on the validation split)."""
+        return self.metrics[0]
+
 
 _SS = TestProtocol('test_ss', (), 'single-scale test')
+# the fine-tuning recipe's numbers a per-row search varies (the MAE paper searched lr, wd, drop path)
+_FINETUNE_SWEEP = {
+    'lr': 'optim_wrapper.optimizer.lr',
+    'weight_decay': 'optim_wrapper.optimizer.weight_decay',
+    'drop_path': 'model.backbone.drop_path_rate',
+    'layer_decay': 'optim_wrapper.paramwise_cfg.layer_decay_rate',
+}
 TASKS: dict[str, Task] = {}
 
 
@@ -268,7 +326,7 @@ register_task(
         column=0,
         spec_keys=('config', 'cfg_options', 'gpus', 'ms_flip'),
         eval_flags=('--eval', 'mIoU'),
-        tests=(_SS, TestProtocol('test_ms', ('--aug-test',), 'ms+flip test', switch='ms_flip')),
+        tests=(_SS, TestProtocol('test_ms', ('--aug-test',), 'ms+flip test', switch='ms_flip', ms_flip=True)),
         curves={'mIoU': ('mIoU', 1.0), 'aAcc': ('aAcc', 1.0)},
         qualitative='segmentation',
         placement=Placement(
@@ -280,6 +338,12 @@ register_task(
             ),
             outputs='model.backbone.out_indices',
         ),
+        card=CardKeys(
+            head=('model.decode_head.type', 'model.neck.type'),
+            input='crop_size',
+            layers='model.backbone.out_indices',
+        ),
+        sweep_keys=_FINETUNE_SWEEP,
     )
 )
 register_task(
@@ -299,6 +363,9 @@ register_task(
         qualitative='detection',
         # the windowed and global blocks follow the depth through the ViT's det-mode preset
         placement=Placement(width=('model.backbone.embed_dim', 'model.neck.in_channels')),
+        # SimpleFPN on the last block's map
+        card=CardKeys(head=('model.type', 'model.neck.type'), input='image_size'),
+        sweep_keys=_FINETUNE_SWEEP,
     )
 )
 register_task(
@@ -347,5 +414,12 @@ register_task(
             timm_carry=('init_seed', 'norm', 'cls_token'),
             decay_prefix=None,
         ),
+        card=CardKeys(
+            head=('model.decode_head.type',),
+            input='crop_size',
+            layers='model.backbone.layers',
+            schedule={'': ('train_cfg.max_iters',), 'fast': ('fast_iters', 'train_cfg.max_iters')},
+        ),
+        data=('train_dataloader', 'test_dataloader', 'test_evaluator'),  # the probe runs no validation
     )
 )

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mae_dense.suite.board import matrix
 from mae_dense.suite.figures import curves_figure, detection_rows, panel_png, segmentation_rows
 from mae_dense.suite.outputs import task_metrics
 from mae_dense.suite.report import write_report
 from mae_dense.suite.store import ResultStore
-from mae_dense.suite.tables import leaderboard_records, matrix
+from mae_dense.suite.tables import leaderboard_records
 from mae_dense.suite.tasks import TASKS
 
 
@@ -154,7 +155,7 @@ def test_report_matrix_json_and_figures(tmp_path):
     scratch = next(line for line in text.splitlines() if line.startswith('| scratch |'))
     assert '| failed (1) | failed (1) |' in scratch  # COCO box and mask AP
     assert '(1) scratch / COCO / seed 0: training failed: CUDA out of memory' in text
-    assert '| published: MAE paper (Table 3) | ViT-B | 48.10 |' in text
+    assert '| published: MAE, MAE paper (Table 5) | ViT-B | 48.10 (' in text  # no card here: named
     board = json.loads((tmp_path / 'out/leaderboard.json').read_text())
     rec = next(r for r in board['results'] if r['backbone'] == 'mae-800ep' and r['metric'] == 'mIoU ms+flip')
     assert {k: rec[k] for k in ('benchmark', 'value', 'n', 'config_hash', 'status')} == dict(

@@ -1,6 +1,6 @@
 # UperNet + MAE ViT-L on ADE20K. Neither mmseg nor the MAE repository publishes a ViT-L config: these are
 # our settings (ViT-B's recipe at ViT-L's size), not the run behind the paper's 53.6 mIoU, which came from
-# a per-entry learning-rate search (MAE paper, Table 3 and its appendix).
+# a per-entry learning-rate search (MAE paper, Table 5 and its appendix).
 _base_ = './upernet_mae-base_fp16_8x2_512x512_160k_ade20k.py'
 published = None  # no published run has these settings
 
