@@ -233,7 +233,7 @@ def test_spec_sweep_and_timm_entries_are_checked(tmp_path):
             dict(
                 backbones=[dict(name='x', timm_kwargs={'depth': 4}, random=True)], ade20k=dict(config=ADE_B)
             ),
-            'timm_kwargs without timm',
+            'timm_kwargs needs timm',
         ),
         (
             dict(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from mae_dense.suite.outputs import task_metrics
 from mae_dense.suite.spec import parse_spec
-from mae_dense.suite.tables import leaderboard_records, matrix
+from mae_dense.suite.board import matrix
+from mae_dense.suite.tables import leaderboard_records
 from mae_dense.suite.tasks import TASKS
 
 DEPTH = 'configs/nyu/linear-depth_mae-base_nyu.py'
