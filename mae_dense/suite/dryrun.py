@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import is_url
+from .backbones import BackboneSpec
 from .cell import Cell, Context, PretrainCell, TaskCell
 from .estimate import (
     ASSUMPTION,
@@ -26,7 +27,7 @@ from .estimate import (
 from .preflight import problems
 from .recipe import RunConfig
 from .runner import pipeline_cells
-from .spec import BackboneSpec, SuiteSpec
+from .spec import SuiteSpec
 from .sweeps import point_label
 from .tasks import dotted_get, placement_fit
 

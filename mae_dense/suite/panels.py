@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PipelineError
+from .backbones import BackboneSpec
 from .figures import detection_rows, panel_png, segmentation_rows
 from .outputs import CellState
 from .recipe import read_config
 from .schedule import one_line_reason
-from .spec import BackboneSpec, SuiteSpec, TaskSpec
+from .spec import SuiteSpec, TaskSpec
 from .store import ResultStore
 from .tables import UNKNOWN
 from .weights import backbone_weights, stage_dir

@@ -12,11 +12,12 @@ import os
 import sys
 import threading
 
-from .cell import Cell, Context, PretrainCell, task_cells
+from .cell import Cell, Context, PretrainCell
 from .panels import draw_figures
 from .preflight import preflight
 from .schedule import Job, run_jobs, visible_devices
 from .spec import SuiteSpec
+from .task_cells import task_cells
 from .weights import backbone_weights
 
 __all__ = ['Suite', 'pipeline_cells']

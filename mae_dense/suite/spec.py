@@ -33,19 +33,16 @@ A single-backbone config may keep the older form: ``pretrain:`` at the top level
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import config_files
-from ..checkpoint import is_url
 from ..config_files import PROBE_MODES, config_from_file
 from ..errors import PipelineError
-from ..models.archs import ARCHS, Arch, arch_by_width
+from .backbones import BackboneSpec, parse_backbones
+from .entry_checks import check_keys, mapping_of, positive_int, resolve_config
 from .tasks import TASKS, Task, TestProtocol
 
 LAUNCHERS = ('local', 'slurm')
@@ -62,9 +59,6 @@ _TOP_KEYS = (
     'qualitative',
     'report',
 )
-_BACKBONE_KEYS = ('name', 'checkpoint', 'pretrain', 'random', 'arch', 'timm', 'timm_kwargs', 'size', 'gated')
-_ARCH_KEYS = ('embed_dim', 'depth', 'num_heads', 'patch_size')
-_PRETRAIN_KEYS = ('config', 'cfg_options', 'gpus')
 _PROBE_MODULE = 'mae_dense.cli.probe'
 _SLURM_KEYS = (
     'partition',
@@ -83,41 +77,6 @@ _SLURM_KEYS = (
 )
 _QUALITATIVE_KEYS = ('images',)
 _REPORT_KEYS = ('title',)
-_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
-
-
-@dataclass(frozen=True)
-class PretrainSpec:
-    """An MAE pretraining stage whose last checkpoint becomes a backbone."""
-
-    config: str
-    cfg_options: dict[str, Any]
-    gpus: int
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One row of the leaderboard: where its encoder weights come from.
-
-    ``kind`` is ``'checkpoint'`` (a file or URL in any layout the loader knows), ``'pretrain'`` (trained
-    here first), ``'random'`` (from scratch) or ``'config'`` (the task configs' own ``pretrained``: the
-    older single-backbone form without ``pretrain:``). ``arch``: its size when it is not the task configs'
-    (``arch: large``, or ``{embed_dim, depth, num_heads, patch_size}``); None: the configs' own.
-    ``timm``: a timm model name (the architecture comes from timm, the weights from ``checkpoint`` in
-    their release layout), ``timm_kwargs``: its extra arguments (sizes timm does not name). ``size``: the
-    download's size as the pipeline file states it (None: unknown offline). ``gated``: the weights sit
-    behind a licence form: where to ask for them; the user puts the file at ``checkpoint``.
-    """
-
-    name: str
-    kind: str
-    checkpoint: str | None = None
-    pretrain: PretrainSpec | None = None
-    arch: Arch | None = None
-    timm: str | None = None
-    timm_kwargs: dict[str, Any] = field(default_factory=dict)
-    size: str | None = None
-    gated: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,95 +147,6 @@ def read_config_file(path: str | os.PathLike) -> dict:
     return cfg
 
 
-def check_keys(where: str, mapping: Mapping, allowed: Iterable[str]) -> None:
-    """Refuse a key outside ``allowed`` with one line naming the closest valid key."""
-    allowed = list(allowed)
-    for key in mapping:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ''
-            raise PipelineError(f"{where}: unknown key '{key}'{hint} (valid keys: {', '.join(allowed)})")
-
-
-def resolve_config(path: Any, where: str) -> str:
-    """An OpenMMLab config of a pipeline entry as an absolute path (:func:`config_files.resolve_config`)."""
-    return config_files.resolve_config(path, PipelineError, where, absolute=True)
-
-
-def _mapping(value: Any, where: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise PipelineError(f'{where}: expected a mapping, got {type(value).__name__} {value!r}')
-    return dict(value)
-
-
-def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PipelineError(f'{where}: expected a positive integer, got {value!r}')
-    return value
-
-
-def _pretrain(raw: Any, where: str, gpus: int) -> PretrainSpec:
-    raw = _mapping(raw, where)
-    check_keys(where, raw, _PRETRAIN_KEYS)
-    if 'config' not in raw:
-        raise PipelineError(f'{where}: needs a config (the pretraining config to train)')
-    return PretrainSpec(
-        config=resolve_config(raw['config'], where),
-        cfg_options=_mapping(raw.get('cfg_options'), f'{where}.cfg_options'),
-        gpus=_positive_int(raw.get('gpus', gpus), f'{where}.gpus'),
-    )
-
-
-def _checkpoint(value: Any, where: str, gated: str | None = None) -> str:
-    """A checkpoint path (resolved) or URL; a gated one may be missing until the pre-flight checks it."""
-    if not isinstance(value, str) or not value:
-        raise PipelineError(f'{where}: checkpoint must be a path or URL, got {value!r}')
-    if gated is not None and is_url(value):
-        raise PipelineError(f'{where}: gated weights have no URL: give the local file the user puts there')
-    if not is_url(value) and not Path(value).expanduser().is_file() and gated is None:
-        raise PipelineError(f'{where}: checkpoint {value}: file not found')
-    return value if is_url(value) else str(Path(value).expanduser().resolve())
-
-
-def _extras(raw: dict, where: str) -> dict[str, Any]:
-    """The optional fields of a backbone entry: timm model name and arguments, download size, gating."""
-    timm, kwargs = _timm(raw, where)
-    gated = raw.get('gated')
-    if gated is not None and (not isinstance(gated, str) or raw.get('checkpoint') is None):
-        raise PipelineError(
-            f'{where}: gated takes a line saying where to ask for the weights, with a checkpoint'
-        )
-    size = raw.get('size')
-    if size is not None and not isinstance(size, (str, int)):
-        raise PipelineError(
-            f'{where}: size must be a text such as "330 MB" or a number of bytes, got {size!r}'
-        )
-    return dict(timm=timm, timm_kwargs=kwargs, size=None if size is None else str(size), gated=gated)
-
-
-def _arch(value: Any, where: str) -> Arch | None:
-    """A backbone's ``arch``: a standard size's name or its four numbers (None when not given)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if value not in ARCHS:
-            raise PipelineError(f'{where}: arch {value!r}: expected one of {", ".join(ARCHS)} or a mapping')
-        return ARCHS[value]
-    dims = _mapping(value, f'{where}.arch')
-    check_keys(f'{where}.arch', dims, _ARCH_KEYS)
-    if set(dims) != set(_ARCH_KEYS):
-        raise PipelineError(f'{where}.arch: needs {", ".join(_ARCH_KEYS)}, got {", ".join(dims) or "none"}')
-    for key in _ARCH_KEYS:
-        _positive_int(dims[key], f'{where}.arch.{key}')
-    if dims['embed_dim'] % dims['num_heads']:
-        raise PipelineError(f'{where}.arch: embed_dim {dims["embed_dim"]} is not a multiple of num_heads')
-    known = arch_by_width(dims['embed_dim'])
-    short = known.short if known else f'ViT {dims["embed_dim"]}-d'
-    return Arch(short, f'{short}/{dims["patch_size"]}', **dims)
-
-
 def _check_placements(backbones: list[BackboneSpec], tasks: list[TaskSpec], src: str) -> None:
     """A backbone of another size needs every task to know where a size goes in its config."""
     sized = next((b for b in backbones if b.arch is not None or b.timm), None)
@@ -293,86 +163,9 @@ def _check_placements(backbones: list[BackboneSpec], tasks: list[TaskSpec], src:
         )
 
 
-def _timm(raw: dict, where: str) -> tuple[str | None, dict[str, Any]]:
-    """A backbone's ``timm`` name and ``timm_kwargs``, checked by building the model on the meta device."""
-    if raw.get('timm') is None:
-        if raw.get('timm_kwargs') is not None:
-            raise PipelineError(f'{where}: timm_kwargs needs timm (a timm model name)')
-        return None, {}
-    name, kwargs = raw['timm'], _mapping(raw.get('timm_kwargs'), f'{where}.timm_kwargs')
-    if raw.get('arch') is not None or raw.get('pretrain') is not None:
-        raise PipelineError(f'{where}: timm takes a checkpoint or random: true, not arch or pretrain')
-    from ..errors import ConfigError
-    from ..models.timm_backbone import timm_arch
-
-    try:
-        timm_arch(str(name), kwargs)
-    except (ConfigError, ValueError, TypeError, AssertionError) as exc:
-        raise PipelineError(
-            f'{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}'
-        ) from None
-    return str(name), kwargs
-
-
-def _backbones(cfg: dict, src: str, gpus: int) -> list[BackboneSpec]:
-    if 'backbones' in cfg and 'pretrain' in cfg:
-        raise PipelineError(f'{src}: give either backbones (a list) or pretrain (one backbone), not both')
-    if 'pretrain' in cfg:  # the single-backbone form
-        raw = _mapping(cfg['pretrain'], f'{src}: pretrain')
-        if 'checkpoint' in raw and 'config' not in raw:
-            check_keys(f'{src}: pretrain', raw, ('checkpoint',))
-            ckpt = _checkpoint(raw['checkpoint'], f'{src}: pretrain')
-            return [BackboneSpec(name=_stem(raw['checkpoint']), kind='checkpoint', checkpoint=ckpt)]
-        spec = _pretrain(raw, f'{src}: pretrain', gpus)
-        return [BackboneSpec(name=_stem(raw['config']), kind='pretrain', pretrain=spec)]
-    if 'backbones' not in cfg:
-        return [BackboneSpec(name='config-default', kind='config')]
-    entries = cfg['backbones']
-    if not isinstance(entries, list) or not entries:
-        raise PipelineError(
-            f'{src}: backbones must be a non-empty list of {{name, checkpoint|pretrain|random}}'
-        )
-    out: list[BackboneSpec] = []
-    for i, raw in enumerate(entries):
-        where = f'{src}: backbones[{i}]'
-        raw = _mapping(raw, where)
-        check_keys(where, raw, _BACKBONE_KEYS)
-        name = raw.get('name')
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise PipelineError(f'{where}: name must be letters, digits and ._+- (no spaces), got {name!r}')
-        if any(b.name == name for b in out):
-            raise PipelineError(f'{where}: name {name!r} is used twice')
-        where = f'{src}: backbones[{i}] ({name})'
-        given = [k for k in ('checkpoint', 'pretrain', 'random') if raw.get(k) not in (None, False)]
-        if len(given) != 1:
-            raise PipelineError(
-                f'{where}: needs exactly one of checkpoint (path or URL), pretrain (a stage), random: true; '
-                f'got {given or "none"}'
-            )
-        arch = _arch(raw.get('arch'), where)
-        extras = _extras(raw, where)
-        if given == ['random']:
-            if raw['random'] is not True:
-                raise PipelineError(f'{where}: random must be true, got {raw["random"]!r}')
-            out.append(BackboneSpec(name=name, kind='random', arch=arch, **extras))
-        elif given == ['checkpoint']:
-            ckpt = _checkpoint(raw['checkpoint'], where, extras['gated'])
-            out.append(BackboneSpec(name=name, kind='checkpoint', checkpoint=ckpt, arch=arch, **extras))
-        else:
-            stage = _pretrain(raw['pretrain'], f'{where}.pretrain', gpus)
-            out.append(BackboneSpec(name=name, kind='pretrain', pretrain=stage, arch=arch, **extras))
-    return out
-
-
-def _stem(path: str) -> str:
-    """A backbone name from a file name (the single-backbone form has no ``name``)."""
-    stem = Path(str(path).split('?')[0]).stem
-    return re.sub(r'[^A-Za-z0-9._+-]+', '_', stem) or 'backbone'
-
-
 def _sweep(task: Task, raw: Any, where: str) -> dict[str, list]:
     """A task entry's ``sweep:``: hyper-parameter -> distinct numbers, each a key of the task's table entry."""
-    sweep = _mapping(raw, where)
+    sweep = mapping_of(raw, where)
     check_keys(where, sweep, task.sweep_keys)
     for key, values in sweep.items():
         if (
@@ -389,7 +182,7 @@ def _sweep(task: Task, raw: Any, where: str) -> dict[str, list]:
 
 def _task(task: Task, raw: Any, src: str, gpus: int) -> TaskSpec:
     where = f'{src}: {task.name}'
-    raw = _mapping(raw, where)
+    raw = mapping_of(raw, where)
     check_keys(where, raw, (*task.spec_keys, 'sweep') if task.sweep_keys else task.spec_keys)
     if 'config' not in raw:
         raise PipelineError(f'{where} needs a config')
@@ -405,8 +198,8 @@ def _task(task: Task, raw: Any, src: str, gpus: int) -> TaskSpec:
     return TaskSpec(
         name=task.name,
         config=resolve_config(raw['config'], where),
-        cfg_options=_mapping(raw.get('cfg_options'), f'{where}.cfg_options'),
-        gpus=task.gpus or _positive_int(raw.get('gpus', gpus), f'{where}.gpus'),
+        cfg_options=mapping_of(raw.get('cfg_options'), f'{where}.cfg_options'),
+        gpus=task.gpus or positive_int(raw.get('gpus', gpus), f'{where}.gpus'),
         switches=switches,
         mode=mode,
         module=module,
@@ -418,20 +211,20 @@ def _check_slurm(slurm: dict, source: str) -> None:
     """The types of the ``slurm:`` keys (what the cluster accepts is checked before submitting)."""
     for key in ('time', 'cpus_per_task'):
         if key in slurm:
-            _positive_int(slurm[key], f'{source}: slurm.{key}')
+            positive_int(slurm[key], f'{source}: slurm.{key}')
     per_node = slurm.get('gpus_per_node', 8)
     if isinstance(per_node, bool) or not isinstance(per_node, int) or per_node < 0:
         raise PipelineError(f'{source}: slurm.gpus_per_node must be an integer >= 0, got {per_node!r}')
     for key in ('partition', 'job_name', 'account', 'qos', 'gres', 'constraint', 'mem', 'shared_root'):
         if key in slurm and not isinstance(slurm[key], (str, int)):
             raise PipelineError(f'{source}: slurm.{key} must be a string, got {slurm[key]!r}')
-    _mapping(slurm.get('sbatch'), f'{source}: slurm.sbatch')
+    mapping_of(slurm.get('sbatch'), f'{source}: slurm.sbatch')
 
 
 def parse_spec(cfg: dict, source: str) -> SuiteSpec:
     """Check a raw pipeline mapping and normalise it; every error is one line naming the key."""
     check_keys(source, cfg, (*_TOP_KEYS, *TASKS))
-    gpus = _positive_int(cfg.get('gpus', 1), f'{source}: gpus')
+    gpus = positive_int(cfg.get('gpus', 1), f'{source}: gpus')
     seeds = cfg.get('seeds', [0])
     seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
     if (
@@ -444,7 +237,7 @@ def parse_spec(cfg: dict, source: str) -> SuiteSpec:
     launcher = cfg.get('launcher', 'local')
     if launcher not in LAUNCHERS:
         raise PipelineError(f'{source}: launcher must be one of {", ".join(LAUNCHERS)}, got {launcher!r}')
-    slurm = _mapping(cfg.get('slurm'), f'{source}: slurm')
+    slurm = mapping_of(cfg.get('slurm'), f'{source}: slurm')
     check_keys(f'{source}: slurm', slurm, _SLURM_KEYS)
     if launcher == 'slurm' and not (slurm.get('partition') or os.environ.get('PARTITION')):
         raise PipelineError(
@@ -455,17 +248,17 @@ def parse_spec(cfg: dict, source: str) -> SuiteSpec:
     if qualitative is False:
         images = 0
     else:
-        qualitative = _mapping(qualitative, f'{source}: qualitative')
+        qualitative = mapping_of(qualitative, f'{source}: qualitative')
         check_keys(f'{source}: qualitative', qualitative, _QUALITATIVE_KEYS)
         images = qualitative.get('images', 3)
         if isinstance(images, bool) or not isinstance(images, int) or images < 0:
             raise PipelineError(f'{source}: qualitative.images must be an integer >= 0, got {images!r}')
-    report = _mapping(cfg.get('report'), f'{source}: report')
+    report = mapping_of(cfg.get('report'), f'{source}: report')
     check_keys(f'{source}: report', report, _REPORT_KEYS)
     tasks = [
         _task(task, cfg[name], source, gpus) for name, task in TASKS.items() if cfg.get(name) is not None
     ]
-    backbones = _backbones(cfg, source, gpus)
+    backbones = parse_backbones(cfg, source, gpus)
     _check_placements(backbones, tasks, source)
     if not tasks and not any(b.kind == 'pretrain' for b in backbones):
         raise PipelineError(f'{source}: nothing to run: give at least one task ({", ".join(TASKS)})')

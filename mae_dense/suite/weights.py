@@ -15,9 +15,10 @@ from typing import Any
 from ..checkpoint import file_sha256, local_checkpoint
 from ..errors import PipelineError
 from ..models.archs import Arch
+from .backbones import BackboneSpec
 from .outputs import CellState
 from .recipe import RunConfig
-from .spec import BackboneSpec, TaskSpec
+from .spec import TaskSpec
 
 __all__ = ['KEEP', 'RANDOM', 'backbone_weights', 'stage_dir']
 

@@ -154,9 +154,10 @@ def test_a_cell_is_plain_data_that_runs_after_pickling(tmp_path, fake_probe):
     cell runs from its copy and its record lands in the store."""
     import pickle
 
-    from mae_dense.suite.cell import PretrainCell, ProbeCell
+    from mae_dense.suite.cell import PretrainCell
     from mae_dense.suite.runner import Suite
     from mae_dense.suite.spec import parse_spec
+    from mae_dense.suite.task_cells import ProbeCell
 
     weights = tmp_path / 'w.pth'
     weights.write_bytes(b'weights')

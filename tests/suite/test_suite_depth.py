@@ -3,9 +3,9 @@ result, and a ViT-L placed in the ViT-B protocol as the published ViT-L config."
 
 from __future__ import annotations
 
+from mae_dense.suite.board import matrix
 from mae_dense.suite.outputs import task_metrics
 from mae_dense.suite.spec import parse_spec
-from mae_dense.suite.board import matrix
 from mae_dense.suite.tables import leaderboard_records
 from mae_dense.suite.tasks import TASKS
 
