@@ -230,10 +230,8 @@ def load_model(
     key list.
     """
     sd, where = read_state_dict(src)
-    from ..models.timm_backbone import TimmViT
-
     backbone = getattr(model, backbone_attr, None)
-    if isinstance(backbone, TimmViT):  # a timm backbone: its fine-tuned models hold their own names
+    if getattr(backbone, 'saves_own_names', False):  # a timm backbone: its fine-tuned models keep its names
         layout = Layout('timm', backbone_attr + '.', f'timm {backbone.model_name}')
         full, notes = dict(sd), []
     else:

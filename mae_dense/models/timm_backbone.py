@@ -94,6 +94,9 @@ class TimmViT(nn.Module):
             (the frozen probe's random backbone); None: the global state, as any model.
     """
 
+    # a fine-tuned model with this backbone is saved and loaded under timm's own names (checkpoint.load_model)
+    saves_own_names = True
+
     def __init__(
         self,
         model_name: str,
