@@ -97,12 +97,17 @@ def test_converter_round_trips_a_tiny_mat_to_millimetre_pngs(tmp_path):
 def test_converter_tool_is_one_line_on_a_bad_file(tmp_path, capsys):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location('nyu_tool', Path(__file__).parents[2] / 'tools/dataset_converters/nyu.py')
+    spec = importlib.util.spec_from_file_location(
+        'nyu_tool', Path(__file__).parents[2] / 'tools/dataset_converters/nyu.py'
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     savemat(tmp_path / 'splits.mat', {'trainNdxs': np.array([[1]]), 'testNdxs': np.array([[1]])})
     (tmp_path / 'labeled.mat').write_bytes(b'not hdf5')
-    assert tool.main([str(tmp_path / 'labeled.mat'), str(tmp_path / 'splits.mat'), '-o', str(tmp_path / 'o')]) == 1
+    assert (
+        tool.main([str(tmp_path / 'labeled.mat'), str(tmp_path / 'splits.mat'), '-o', str(tmp_path / 'o')])
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith('error: unreadable labeled set') and 'labeled.mat' in err and '\n' not in err
 
@@ -154,9 +159,12 @@ def test_bad_data_is_one_line_naming_the_file(case, root, tmp_path):
 
 def test_checked_dataset_refuses_before_listing(root, tmp_path):
     """mmseg's NYUDataset would list the images and fail later in a worker; the checked one says which file."""
-    import mae_dense.openmmlab.depth  # noqa: F401
+    from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
+    import mae_dense.openmmlab.depth  # noqa: F401
+
+    init_default_scope('mmseg')  # an earlier test may have left mmdet's scope as the default
     data = _copy(root, tmp_path)
     (data / 'annotations/train/kitchen_00002.png').unlink()
     cfg = dict(type='CheckedNYUDataset', data_root=str(data), pipeline=[],
