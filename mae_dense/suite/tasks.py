@@ -276,6 +276,15 @@ register_task(
         sweep_keys=_FINETUNE_SWEEP,
     )
 )
+# the frozen-feature probes (ADE20K, NYU depth): their read blocks, the fast mode's own schedule, and no
+# validation run (train, then test)
+_PROBE_CARD = CardKeys(
+    head=('model.decode_head.type',),
+    input='crop_size',
+    layers='model.backbone.layers',
+    schedule={'': ('train_cfg.max_iters',), 'fast': ('fast_iters', 'train_cfg.max_iters')},
+)
+_PROBE_DATA = ('train_dataloader', 'test_dataloader', 'test_evaluator')
 register_task(
     Task(
         name='probe',
@@ -296,6 +305,8 @@ register_task(
             timm_carry=('layers', 'init_seed'),
             decay_prefix=None,
         ),
+        card=_PROBE_CARD,
+        data=_PROBE_DATA,
     )
 )
 register_task(
@@ -322,12 +333,7 @@ register_task(
             timm_carry=('init_seed', 'norm', 'cls_token'),
             decay_prefix=None,
         ),
-        card=CardKeys(
-            head=('model.decode_head.type',),
-            input='crop_size',
-            layers='model.backbone.layers',
-            schedule={'': ('train_cfg.max_iters',), 'fast': ('fast_iters', 'train_cfg.max_iters')},
-        ),
-        data=('train_dataloader', 'test_dataloader', 'test_evaluator'),  # the probe runs no validation
+        card=_PROBE_CARD,
+        data=_PROBE_DATA,
     )
 )
