@@ -31,6 +31,16 @@ NYU_CONFIGS = sorted((ROOT / 'configs/nyu').glob('*.py'))
 TINY_VIT = dict(img_size=128, patch_size=16, embed_dim=96, depth=4, num_heads=3)  # the demo's encoder
 
 
+@pytest.fixture(autouse=True)
+def _mmseg_scope():
+    """The heads build their losses from mmseg's registry under the default scope, which an earlier test
+    (mmdet's) may have left set; the depth configs set ``default_scope='mmseg'`` themselves."""
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
+
+
 def test_bins_readout_is_the_papers_linear_normalisation():
     """depth = sum_k c_k (relu(s_k) + 0.1) / sum_j (relu(s_j) + 0.1), c = linspace(0.001, 10, 256)."""
     logits = torch.randn(2, 256, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
