@@ -148,7 +148,9 @@ def card_of(
         schedule=_schedule(cfg, task, mode),
     )
     lr = dotted_get(cfg, 'optim_wrapper.optimizer.lr')
-    if task.kind == 'probe':
+    # a probe's heads: its mode's section (``fast_mode``) overrides the model's, as the probe command merges it
+    heads = dotted_get(cfg, f'{mode}_mode.model.decode_head.lrs') or dotted_get(cfg, 'model.decode_head.lrs')
+    if task.kind == 'probe' and len(heads or ()) > 1:
         searched = 'the probe sweeps its heads (its own lr search)'
     elif sweep:
         searched = f'best of {len(sweep["points"])} on val ({sweep["on"]})'

@@ -246,3 +246,20 @@ def test_spec_sweep_and_timm_entries_are_checked(tmp_path):
     for cfg, message in bad:
         with pytest.raises(PipelineError, match=message.replace('?', r'\?').replace('(', r'\(')):
             parse_spec(cfg, 'p.yaml')
+
+
+def test_a_probe_card_says_searched_only_where_its_mode_trains_several_heads():
+    """The fast mode of the ADE20K probe sweeps four heads' lrs; its augmented mode and the depth probe
+    train one head at the config's lr."""
+    from mae_dense.suite.backbones import BackboneSpec
+
+    scratch = BackboneSpec(name='r', kind='random')
+    probe = 'configs/ade20k/linear-probe_mae-base_1x16_512x512_40k_ade20k.py'
+    depth = 'configs/nyu/linear-depth_mae-base_nyu.py'
+    for task, config, mode, searched in (
+        ('probe', probe, 'fast', 'the probe sweeps its heads (its own lr search)'),
+        ('probe', probe, 'augmented', 'not searched (the config lr)'),
+        ('depth', depth, 'fast', 'not searched (the config lr)'),
+    ):
+        cfg = RunConfig.read(config, {}, {'mode': mode}).cfg
+        assert card_of(TASKS[task], cfg, scratch, mode, None)['lr_searched'] == searched, (task, mode)
