@@ -252,14 +252,14 @@ class TaskCell(Cell):
 
     @property
     def stage(self) -> str:  # type: ignore[override]
-        return f'{self.task.name}-seed{self.seed}' + (f'-{point_label(self.point)}' if self.point else '')
+        return f'{self.task.label}-seed{self.seed}' + (f'-{point_label(self.point)}' if self.point else '')
 
     def placeholder(self, **fields: Any) -> dict[str, Any]:
         return dict(super().placeholder(**fields), task=self.task.name)
 
     @property
     def key(self) -> str:
-        base = f'{self.backbone.name}/{self.task.name}/seed{self.seed}'
+        base = f'{self.backbone.name}/{self.task.label}/seed{self.seed}'
         return f'{base}/{point_label(self.point)}' if self.point else base
 
     @property
@@ -272,7 +272,7 @@ class TaskCell(Cell):
 
     @property
     def after(self) -> tuple[str, ...]:
-        first = f'{self.backbone.name}/{self.task.name}/seed{self.ctx.first_seed}'
+        first = f'{self.backbone.name}/{self.task.label}/seed{self.ctx.first_seed}'
         points = tuple(f'{first}/{point_label(p)}' for p in self.choose)
         return ((f'{self.backbone.name}/pretrain',) if self.backbone.kind == 'pretrain' else ()) + points
 
@@ -282,7 +282,7 @@ class TaskCell(Cell):
 
     @property
     def name_parts(self) -> tuple[Any, ...]:
-        return (self.task.name, f's{self.seed}')
+        return (self.task.label, f's{self.seed}')
 
     def _run(self, devices: Devices, fields: dict[str, Any], holder: list[CellState]) -> None:
         task = self.task

@@ -107,15 +107,15 @@ def _task_estimate(cell: TaskCell, cache: dict) -> tuple[float, str]:
     A sweep point changes only the optimisation, so cells differing by seed or point share one count, and
     the config is read once per (task, size)."""
     b, t = cell.backbone, cell.task
-    key = (t.name, b.arch, b.timm, repr(b.timm_kwargs))
+    key = (t.label, b.arch, b.timm, repr(b.timm_kwargs))
     if key in cache:
         return cache[key]
-    if (t.name, b.arch) not in cache:
+    if (t.label, b.arch) not in cache:
         extra = {'mode': t.mode} if t.task.kind == 'probe' else None
-        cache[t.name, b.arch] = RunConfig.read(
+        cache[t.label, b.arch] = RunConfig.read(
             t.config, t.cfg_options, extra, placement_fit(t.task, b.arch)
         ).cfg
-    cfg = cache[t.name, b.arch]
+    cfg = cache[t.label, b.arch]
     shape = timm_shape(b.timm, b.timm_kwargs) if b.timm else project_shape(dict(cfg.model.backbone))
     macs = backbone_macs(shape, *_input(cfg, cell))
     images, how = _images(cfg, t.gpus)

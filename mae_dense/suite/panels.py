@@ -49,7 +49,7 @@ def _identity(spec: SuiteSpec, backbone: BackboneSpec) -> str:
 
 
 def _first_seed_dir(spec: SuiteSpec, backbone: BackboneSpec, task: TaskSpec) -> Path:
-    return stage_dir(spec.work_dir, backbone, f'{task.name}-seed{spec.seeds[0]}')
+    return stage_dir(spec.work_dir, backbone, f'{task.label}-seed{spec.seeds[0]}')
 
 
 def _test_set(task: TaskSpec) -> tuple[Path, Any]:

@@ -117,7 +117,7 @@ def _stages(spec: SuiteSpec) -> Iterator[tuple[str, str, dict[str, Any], tuple[s
         if b.kind == 'pretrain':
             yield f'{b.name}/pretrain', b.pretrain.config, b.pretrain.cfg_options, ('train_dataloader',), None
     for t in spec.tasks:
-        yield t.name, t.config, t.cfg_options, t.task.data, t.mode
+        yield t.label, t.config, t.cfg_options, t.task.data, t.mode
 
 
 def problems(spec: SuiteSpec) -> dict[str, str | None]:

@@ -23,6 +23,7 @@ A pipeline config (YAML, or Python defining ``pipeline = dict(...)``)::
                                                # (on the task's first metric, on val) on the other seeds
     coco: {config: configs/coco/mask-rcnn_vit-b-mae_lsj-100e_coco.py}
     probe: {config: <an ADE20K linear-probe config>, mode: fast}
+    depth: {config: [<lin. 1 config>, <lin. 4 config>], mode: fast}  # several configs: one protocol each
     report: {title: my backbones}
 
 With ``launcher: slurm`` every cell is a Slurm job; its ``slurm:`` keys are in :mod:`~.cluster`.
@@ -86,6 +87,8 @@ class TaskSpec:
     ``switches``: the entry's on/off keys of its task's test protocols (``ms_flip``); ``mode`` and
     ``module``: a probe's mode (``fast``/``augmented``) and the module run as ``python -m MODULE``.
     ``sweep``: the per-row search, hyper-parameter -> values (a fine-tuning task's ``sweep_keys``).
+    ``variant``: the config's name when the entry lists several configs (``config: [A, B]``: one protocol
+    each, e.g. the depth probes lin. 1, lin. 4 and DPT); its cells and work dirs carry it; '' for one config.
     """
 
     name: str
@@ -96,6 +99,12 @@ class TaskSpec:
     mode: str | None = None
     module: str | None = None
     sweep: dict[str, list] = field(default_factory=dict)
+    variant: str = ''
+
+    @property
+    def label(self) -> str:
+        """The entry in cell keys and work dirs: ``depth`` or ``depth.dpt-depth_mae-base_nyu``."""
+        return f'{self.name}.{self.variant}' if self.variant else self.name
 
     @property
     def task(self) -> Task:
@@ -180,7 +189,22 @@ def _sweep(task: Task, raw: Any, where: str) -> dict[str, list]:
     return sweep
 
 
-def _task(task: Task, raw: Any, src: str, gpus: int) -> TaskSpec:
+def _configs(value: Any, where: str) -> list[tuple[str, str]]:
+    """(path, variant) of an entry's ``config``: one config (variant ''), or a list of several, each its
+    own protocol (variant: the config's file name without .py)."""
+    if not isinstance(value, list):
+        return [(resolve_config(value, where), '')]
+    if not value:
+        raise PipelineError(f'{where}.config: expected a config or a non-empty list of configs')
+    paths = [resolve_config(v, f'{where}.config[{i}]') for i, v in enumerate(value)]
+    variants = [Path(p).stem for p in paths]
+    if len(set(variants)) < len(variants):
+        raise PipelineError(f'{where}.config: two configs of one name ({", ".join(variants)})')
+    return list(zip(paths, variants))
+
+
+def _task(task: Task, raw: Any, src: str, gpus: int) -> list[TaskSpec]:
+    """A task's entry: one :class:`TaskSpec` per config it lists."""
     where = f'{src}: {task.name}'
     raw = mapping_of(raw, where)
     check_keys(where, raw, (*task.spec_keys, 'sweep') if task.sweep_keys else task.spec_keys)
@@ -195,9 +219,8 @@ def _task(task: Task, raw: Any, src: str, gpus: int) -> TaskSpec:
         if not re.match(r'^[A-Za-z_][\w.]*$', str(module)):
             raise PipelineError(f'{where}.module: expected a Python module name, got {module!r}')
     switches = {t.switch: bool(raw.get(t.switch, True)) for t in task.tests if t.switch}
-    return TaskSpec(
+    common = dict(
         name=task.name,
-        config=resolve_config(raw['config'], where),
         cfg_options=mapping_of(raw.get('cfg_options'), f'{where}.cfg_options'),
         gpus=task.gpus or positive_int(raw.get('gpus', gpus), f'{where}.gpus'),
         switches=switches,
@@ -205,6 +228,7 @@ def _task(task: Task, raw: Any, src: str, gpus: int) -> TaskSpec:
         module=module,
         sweep=_sweep(task, raw.get('sweep'), f'{where}.sweep') if raw.get('sweep') is not None else {},
     )
+    return [TaskSpec(config=c, variant=v, **common) for c, v in _configs(raw['config'], where)]
 
 
 def _check_slurm(slurm: dict, source: str) -> None:
@@ -256,7 +280,10 @@ def parse_spec(cfg: dict, source: str) -> SuiteSpec:
     report = mapping_of(cfg.get('report'), f'{source}: report')
     check_keys(f'{source}: report', report, _REPORT_KEYS)
     tasks = [
-        _task(task, cfg[name], source, gpus) for name, task in TASKS.items() if cfg.get(name) is not None
+        spec
+        for name, task in TASKS.items()
+        if cfg.get(name) is not None
+        for spec in _task(task, cfg[name], source, gpus)
     ]
     backbones = parse_backbones(cfg, source, gpus)
     _check_placements(backbones, tasks, source)

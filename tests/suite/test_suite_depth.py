@@ -3,6 +3,9 @@ result, and a ViT-L placed in the ViT-B protocol as the published ViT-L config."
 
 from __future__ import annotations
 
+import pytest
+
+from mae_dense.errors import PipelineError
 from mae_dense.suite.board import matrix
 from mae_dense.suite.outputs import task_metrics
 from mae_dense.suite.spec import parse_spec
@@ -66,3 +69,35 @@ def test_vit_l_placed_in_the_vit_b_protocol_is_the_published_vit_l_config():
         assert placed.model == published.model == 'ViT-L'
     assert placed.get('model.backbone.layers') == [5, 11, 17, 23]
     assert published.get('model.backbone.layers') == [4, 11, 17, 23]
+
+
+def test_a_depth_entry_with_several_configs_is_one_protocol_each(tmp_path):
+    """``depth: {config: [lin. 1, lin. 4, DPT]}``: one task spec, cell and work dir per config, and on the
+    leaderboard one column group per protocol (the read layers and the head differ)."""
+    import sys
+
+    from mae_dense.suite.cell import Context
+    from mae_dense.suite.runner import pipeline_cells
+
+    configs = [
+        f'configs/nyu/{n}.py' for n in ('linear-depth_mae-base_nyu', 'linear-depth_mae-base_4layers_nyu')
+    ]
+    raw = dict(work_dir=str(tmp_path), backbones=[dict(name='r', random=True)], depth=dict(config=configs))
+    spec = parse_spec(raw, 'p.yaml')
+    assert [t.label for t in spec.tasks] == [
+        'depth.linear-depth_mae-base_nyu',
+        'depth.linear-depth_mae-base_4layers_nyu',
+    ]
+    cells = pipeline_cells(spec, Context.of(spec, sys.executable))
+    assert [c.key for c in cells] == [f'r/{t.label}/seed0' for t in spec.tasks]
+    assert len({c.work for c in cells}) == 2
+    records = []
+    for t, layers in zip(spec.tasks, ('last block', 'blocks 1/4, 1/2, 3/4, 1 of depth')):
+        cell = _cell('r', 'depth', {'RMSE': 0.5, 'AbsRel': 0.1, 'δ1': 80.0})
+        protocol = dict(task='depth', frozen=True, head='LinearDepthBinsHead', layers=layers, input='416x544',
+                        ms_flip=False, schedule='38400 it')  # fmt: skip
+        records.append(dict(cell, config=t.config, config_hash=t.label, card=dict(protocol=protocol)))
+    headers = matrix(leaderboard_records(records), references=()).headers
+    assert sum(h.startswith('NYU Depth v2 RMSE') for h in headers) == 2, headers
+    with pytest.raises(PipelineError, match='two configs of one name'):
+        parse_spec(dict(raw, depth=dict(config=[configs[0], configs[0]])), 'p.yaml')
