@@ -105,12 +105,16 @@ def _backbone(cfg: Any, backbone: Any) -> dict[str, Any]:
     bb = dotted_get(cfg, 'model.backbone') or {}
     timm = getattr(backbone, 'timm', None)
     if timm:
+        from ..models.timm_backbone import timm_arch
+
+        kwargs = dict(getattr(backbone, 'timm_kwargs', {}) or {})
+        patch, stride = timm_arch(timm, kwargs).patch_size, bb.get('stride', 16)
         return dict(
             source=f'timm {timm}',
-            timm_kwargs=dict(getattr(backbone, 'timm_kwargs', {}) or {}),
-            patch_size=bb.get('patch_size'),
+            timm_kwargs=kwargs,
+            patch_size=patch if patch == stride else f'{patch} (input resized by {patch}/{stride})',
             rel_pos='none (timm model as released)',
-            windows='none',
+            windows='none: global attention in every block',
         )
     rel_pos, windows = _TRANSFER.get(bb.get('mode'), ('unknown', 'unknown'))
     return dict(
@@ -163,6 +167,7 @@ def card_of(
         lr=lr,
         lr_searched=searched,
         sweep=sweep,
+        train_set=keys.train_set(cfg) if keys.train_set else None,
     )
 
 

@@ -150,6 +150,7 @@ def cards_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str
         lr = '—' if card.get('lr') is None else f'{card["lr"]:.4g}'
         source = card['source'] + (f' {card["timm_kwargs"]}' if card.get('timm_kwargs') else '')
         protocol = describe_protocol(with_test(card, False)) + (f' ({r["mode"]})' if r['mode'] else '')
+        protocol += f'; trained on {card["train_set"]}' if card.get('train_set') else ''
         rows.append(
             [
                 r['backbone'],

@@ -10,7 +10,7 @@ benchmark is one entry here plus its configs (``register_task`` for one defined 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -79,11 +79,14 @@ class CardKeys:
         layers: the key of the blocks feeding the head (None: the last block only).
         schedule: by probe mode ('' for any other): the keys tried in order for the schedule length
             (``..._iters`` in iterations, ``...epochs`` in epochs).
+        train_set: what the cell trained on, read from its config (NYU: the 795 labeled images, or a file
+            list such as BTS's ~24k raw-scene split); None: the benchmark's one training set.
     """
 
     head: tuple[str, ...]
     input: str
     layers: str | None = None
+    train_set: Callable[[Any], str] | None = None  # the training data, from the config, where it varies
     schedule: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {'': ('train_cfg.max_iters', 'train_cfg.max_epochs')}
     )
@@ -285,6 +288,18 @@ _PROBE_CARD = CardKeys(
     schedule={'': ('train_cfg.max_iters',), 'fast': ('fast_iters', 'train_cfg.max_iters')},
 )
 _PROBE_DATA = ('train_dataloader', 'test_dataloader', 'test_evaluator')
+
+
+def _nyu_train_set(cfg: Any) -> str:
+    """NYU Depth v2's training images: the official labeled set unless a file list (BTS's split) is given."""
+    listed = dotted_get(cfg, 'train_dataloader.dataset.file_list') or dotted_get(
+        cfg, 'fast_mode.train_dataloader.dataset.crops.dataset.file_list'
+    )
+    if listed:
+        return f"the images of {listed} (e.g. BTS's ~24k raw-scene split, as DINOv2)"
+    return 'the 795 images of the official labeled set (DINOv2: ~24k raw-scene images, BTS split)'
+
+
 register_task(
     Task(
         name='probe',
@@ -333,7 +348,7 @@ register_task(
             timm_carry=('init_seed', 'norm', 'cls_token'),
             decay_prefix=None,
         ),
-        card=_PROBE_CARD,
+        card=replace(_PROBE_CARD, train_set=_nyu_train_set),
         data=_PROBE_DATA,
     )
 )

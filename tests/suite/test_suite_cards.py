@@ -263,3 +263,19 @@ def test_a_probe_card_says_searched_only_where_its_mode_trains_several_heads():
     ):
         cfg = RunConfig.read(config, {}, {'mode': mode}).cfg
         assert card_of(TASKS[task], cfg, scratch, mode, None)['lr_searched'] == searched, (task, mode)
+
+
+def test_the_depth_card_names_its_training_set_and_a_timm_card_its_patch_fit():
+    from mae_dense.suite.backbones import BackboneSpec
+
+    dino = BackboneSpec(name='d', kind='random', timm='vit_small_patch14_reg4_dinov2')
+    depth = 'configs/nyu/linear-depth_mae-base_nyu.py'
+    card = card_of(TASKS['depth'], RunConfig.read(depth, {}, {'mode': 'fast'}).cfg, dino, 'fast', None)
+    assert card['train_set'].startswith('the 795 images of the official labeled set')
+    assert card['patch_size'] == '14 (input resized by 14/16)'
+    assert card['windows'] == 'none: global attention in every block'
+    bts = {'train_dataloader.dataset.file_list': 'nyudepthv2_train_files_with_gt.txt'}
+    card = card_of(TASKS['depth'], RunConfig.read(depth, bts, {'mode': 'augmented'}).cfg, dino, 'augmented')
+    assert card['train_set'].startswith('the images of nyudepthv2_train_files_with_gt.txt')
+    ade = RunConfig.read(ADE_B, {}).cfg
+    assert card_of(TASKS['ade20k'], ade, BackboneSpec(name='r', kind='random'))['train_set'] is None
