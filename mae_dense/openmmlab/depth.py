@@ -34,6 +34,7 @@ from ..data.nyu import check_nyu_dirs, check_pairs, read_file_list
 from ..errors import ConfigError
 from ..models.probe import FROZEN_BACKBONES
 from ..models.timm_backbone import timm_arch
+from .frozen_features import FrozenFeatures
 
 __all__ = ['CheckedNYUDataset', 'DPTDepthHead', 'DepthProbeEstimator', 'LinearDepthBinsHead', 'bins_readout']
 
@@ -248,7 +249,7 @@ class CheckedNYUDataset(NYUDataset):
 
 
 @MODELS.register_module(force=True)
-class DepthProbeEstimator(DepthEstimator):
+class DepthProbeEstimator(FrozenFeatures, DepthEstimator):
     """mmseg's ``DepthEstimator`` on a frozen :class:`FrozenViT` (no neck, no auxiliary head).
 
     ``forward(..., precomputed=True)`` takes cached features instead of images (the fast mode; the probe's
@@ -300,22 +301,6 @@ class DepthProbeEstimator(DepthEstimator):
                 f"model.decode_head.type={head_type!r}: expected 'LinearDepthBinsHead' or 'DPTDepthHead'"
             )
 
-    def backbone_features(self, inputs: Tensor) -> Tensor:
-        """Frozen features (B, C', h, w) in fp32 (computed under fp16 autocast on CUDA)."""
-        with torch.autocast('cuda', dtype=torch.float16, enabled=self.backbone_amp and inputs.is_cuda):
-            features = self.backbone(inputs)
-        return features.float()
-
-    def extract_feat(self, inputs: Tensor, batch_img_metas: list[dict] | None = None) -> list[Tensor]:
-        return [self.backbone_features(inputs)]
-
     def cache_targets(self, data_samples: list[SegDataSample]) -> Tensor:
         """The fast mode's cached labels: depth maps (B, H, W) in metres."""
         return _gt_depth(data_samples)[:, 0]
-
-    def forward(self, inputs: Tensor, data_samples=None, mode: str = 'tensor', precomputed: bool = False):
-        if precomputed:
-            if mode != 'loss':
-                raise ValueError(f'precomputed features are for training (mode="loss"), got mode={mode!r}')
-            return self._decode_head_forward_train([inputs], data_samples)
-        return super().forward(inputs, data_samples, mode)

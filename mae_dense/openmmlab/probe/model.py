@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...models.probe import FROZEN_BACKBONES, FrozenTimmViT, FrozenViT, ProbeHeads
+from ..frozen_features import FrozenFeatures
 from ..segmentation import MAEDenseEncoderDecoder
 
 MODELS.register_module(name='MAEDenseFrozenViT', module=FrozenViT, force=True)
@@ -109,7 +110,7 @@ class LinearProbeDecodeHead(BaseModule):
 
 
 @MODELS.register_module(force=True)
-class LinearProbeEncoderDecoder(MAEDenseEncoderDecoder):
+class LinearProbeEncoderDecoder(FrozenFeatures, MAEDenseEncoderDecoder):
     """A frozen :class:`FrozenViT` + :class:`LinearProbeDecodeHead` in mmseg's segmentor interface.
 
     ``forward(..., precomputed=True)`` takes features instead of images (the fast mode's cached crops;
@@ -153,23 +154,6 @@ class LinearProbeEncoderDecoder(MAEDenseEncoderDecoder):
         if labels.max() > 255:
             raise ConfigError('labels above 255 do not fit the feature cache (uint8)')
         return labels
-
-    def backbone_features(self, inputs: Tensor) -> Tensor:
-        """Frozen features (B, L*C, h, w) in fp32 (computed under fp16 autocast on CUDA)."""
-        amp = self.backbone_amp and inputs.is_cuda
-        with torch.autocast('cuda', dtype=torch.float16, enabled=amp):
-            features = self.backbone(inputs)
-        return features.float()
-
-    def extract_feat(self, inputs: Tensor) -> list[Tensor]:
-        return [self.backbone_features(inputs)]
-
-    def forward(self, inputs: Tensor, data_samples=None, mode: str = 'tensor', precomputed: bool = False):
-        if precomputed:
-            if mode != 'loss':
-                raise ValueError(f'precomputed features are for training (mode="loss"), got mode={mode!r}')
-            return self._decode_head_forward_train([inputs], data_samples)
-        return super().forward(inputs, data_samples, mode)
 
     def predict(self, inputs: Tensor, data_samples=None) -> list:
         if data_samples is None:
